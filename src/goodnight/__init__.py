@@ -1,0 +1,3 @@
+"""Goodnight: a social sleep-tracking API."""
+
+__version__ = "0.1.0"

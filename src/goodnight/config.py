@@ -1,0 +1,116 @@
+"""Runtime configuration, read from ``GOODNIGHT_*`` environment variables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import tempfile
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///goodnight.db"
+MIN_SECRET_LENGTH = 32
+# Values people paste from examples. A production deployment using one of them is worse than no secret.
+PLACEHOLDER_SECRETS = frozenset(
+    {"secret", "changeme", "change-me", "change_me", "password", "jwt-secret", "jwt_secret", "goodnight"}
+)
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ConfigurationError(RuntimeError):
+    """Raised at start-up when the settings cannot run a safe service."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GOODNIGHT_", extra="ignore")
+
+    env: Environment = Environment.DEVELOPMENT
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    jwt_secret: SecretStr | None = None
+    jwt_ttl_seconds: int = Field(default=7200, ge=60, le=30 * 24 * 3600)
+    # Argon2id cost. The defaults are RFC 9106's low-memory profile; tests lower them to stay fast.
+    argon2_time_cost: int = Field(default=3, ge=1)
+    argon2_memory_kib: int = Field(default=65536, ge=8)
+    argon2_parallelism: int = Field(default=4, ge=1)
+    database_pool_size: int = Field(default=10, ge=1)
+
+    @model_validator(mode="after")
+    def _production_needs_a_real_secret(self) -> Settings:
+        if self.env is Environment.PRODUCTION:
+            if self.jwt_secret is None:
+                raise ConfigurationError(
+                    "GOODNIGHT_JWT_SECRET must be set when GOODNIGHT_ENV=production "
+                    '(generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(48))")'
+                )
+            check_secret_strength(self.jwt_secret.get_secret_value())
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.database_url).get_backend_name() == "sqlite"
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, or None for other backends and in-memory databases."""
+        url = make_url(self.database_url)
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        return Path(url.database)
+
+    def secret_file(self) -> Path:
+        """Where development keeps its generated JWT secret: beside the SQLite database, else in the cwd."""
+        db_path = self.sqlite_path()
+        directory = db_path.parent if db_path is not None else Path.cwd()
+        name = (db_path.name if db_path is not None else "goodnight") + ".jwt-secret"
+        return directory / name
+
+    def resolved_jwt_secret(self) -> str:
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        return load_or_create_secret(self.secret_file())
+
+
+def check_secret_strength(secret: str) -> None:
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"GOODNIGHT_JWT_SECRET is too short ({len(secret)} characters); use at least {MIN_SECRET_LENGTH}"
+        )
+    if secret.lower() in PLACEHOLDER_SECRETS or len(set(secret)) < 8:
+        raise ConfigurationError("GOODNIGHT_JWT_SECRET looks like a placeholder; use a random value")
+
+
+def load_or_create_secret(path: Path) -> str:
+    """Read the development secret, creating it exactly once even when several workers start together."""
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if existing:
+        return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write a private temporary file, then hard-link it into place: the link either creates the complete
+    # file atomically or fails because another process won the race, in which case we use its secret.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".jwt-secret-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)
+    return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,71 @@
+"""Request-scoped dependencies, exposed as ``Annotated`` aliases so endpoint signatures stay short."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.auth.passwords import Passwords
+from goodnight.auth.tokens import Tokens
+from goodnight.config import Settings
+from goodnight.db import Database, session_scope
+from goodnight.errors import Unauthorized
+
+
+@dataclass
+class Services:
+    """Process-wide objects built once at start-up (see ``main.lifespan``)."""
+
+    settings: Settings
+    database: Database
+    passwords: Passwords
+    tokens: Tokens
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def _read_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(services.database.reader):
+        yield session
+
+
+async def _write_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    async for session in session_scope(services.database.writer):
+        yield session
+
+
+# scope="function": the transaction commits before the response is sent, so a client that gets a 2xx can
+# rely on its write being durable and visible to its very next request.
+SessionDep = Annotated[AsyncSession, Depends(_read_session, scope="function")]
+WriteSessionDep = Annotated[AsyncSession, Depends(_write_session, scope="function")]
+
+_bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login")
+
+
+async def current_user_id(
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> uuid.UUID:
+    if credentials is None:
+        raise Unauthorized()
+    user_id = services.tokens.verify(credentials.credentials)
+    request.state.user_id = str(user_id)
+    return user_id
+
+
+CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
+# Routers built with these dependencies require a bearer token on every route they hold.
+AUTHENTICATED = [Depends(current_user_id)]

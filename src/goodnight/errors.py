@@ -1,0 +1,160 @@
+"""One error hierarchy and the one place that renders it.
+
+Every failure leaves the API as ``{"error": {"code", "message", "details"?, "request_id"}}`` with a matching
+status, including the ones FastAPI and Starlette raise themselves (unknown route, wrong method, bad JSON).
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("goodnight.errors")
+
+
+class GoodnightError(Exception):
+    status_code: int = 500
+    code: str = "internal_error"
+    default_message: str = "Something went wrong on our side."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None, details: Any = None) -> None:
+        self.message = message or self.default_message
+        if code is not None:
+            self.code = code
+        self.details = details
+        super().__init__(self.message)
+
+
+class BadRequest(GoodnightError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(GoodnightError):
+    status_code = 401
+    code = "unauthorized"
+    default_message = "Authentication required: send a valid 'Authorization: Bearer <token>' header."
+
+
+class NotFound(GoodnightError):
+    status_code = 404
+    code = "not_found"
+    default_message = "Not found."
+
+
+class Conflict(GoodnightError):
+    status_code = 409
+    code = "conflict"
+
+
+class ValidationFailed(GoodnightError):
+    status_code = 422
+    code = "validation_error"
+    default_message = "The request is not valid."
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+    request_id: str
+
+
+class ErrorEnvelope(BaseModel):
+    error: ErrorBody
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries documenting the error envelope for each status a route can return."""
+    return {
+        status: {"model": ErrorEnvelope, "description": HTTPStatus(status).phrase}
+        for status in sorted({*statuses, 422})
+    }
+
+
+def request_id_of(request: Request) -> str:
+    return str(getattr(request.state, "request_id", "") or "")
+
+
+def render_error(request: Request, status: int, code: str, message: str, details: Any = None) -> Response:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    body["request_id"] = request_id_of(request)
+    headers = {"X-Request-ID": body["request_id"]} if body["request_id"] else None
+    return Response(
+        orjson.dumps({"error": body}), status_code=status, headers=headers, media_type="application/json"
+    )
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+async def _goodnight_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GoodnightError)
+    return render_error(request, exc.status_code, exc.code, exc.message, exc.details)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    if exc.status_code == 404:
+        message = f"No route matches {request.method} {request.url.path}."
+    elif exc.status_code == 405:
+        message = f"Method {request.method} is not allowed on {request.url.path}."
+    else:
+        message = str(exc.detail) if exc.detail else HTTPStatus(exc.status_code).phrase
+    response = render_error(request, exc.status_code, code, message)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = [_describe(error) for error in exc.errors()]
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        message = "The request body is not valid JSON."
+    else:
+        message = "; ".join(f"{problem['field']}: {problem['message']}" for problem in problems[:5])
+    return render_error(request, 422, "validation_error", message, problems)
+
+
+def _describe(error: Any) -> dict[str, str]:
+    # Pydantic's raw errors echo the offending input back; never do that (it may be a password).
+    location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    return {
+        "field": ".".join(location) or "body",
+        "message": str(error.get("msg", "invalid value")),
+        "type": str(error.get("type", "value_error")),
+    }
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", extra={"request_id": request_id_of(request)})
+    return render_error(request, 500, "internal_error", GoodnightError.default_message)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(GoodnightError, _goodnight_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

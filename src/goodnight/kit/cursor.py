@@ -1,0 +1,53 @@
+"""Opaque keyset-pagination cursors.
+
+A cursor is the sort key of the last row a client saw, as URL-safe base64 of a JSON array. Clients must treat
+it as opaque; the server validates its shape strictly, because it arrives from the outside world.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Any
+
+import orjson
+
+from goodnight.errors import ValidationFailed
+
+MAX_CURSOR_LENGTH = 512
+
+CursorPart = int | uuid.UUID
+
+
+def encode_cursor(*parts: CursorPart) -> str:
+    raw = orjson.dumps([part.hex if isinstance(part, uuid.UUID) else part for part in parts])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def decode_cursor(token: str, shape: tuple[type[CursorPart], ...]) -> tuple[Any, ...]:
+    """Decode ``token`` into values of the given types, or raise a 422 ``validation_error``."""
+    try:
+        if len(token) > MAX_CURSOR_LENGTH:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        parts = orjson.loads(raw)
+        if not isinstance(parts, list) or len(parts) != len(shape):
+            raise ValueError("wrong shape")
+        return tuple(_coerce(part, kind) for part, kind in zip(parts, shape, strict=True))
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise ValidationFailed(
+            "The cursor is malformed; pass back the next_cursor value exactly as received.",
+            details={"field": "cursor"},
+        ) from exc
+
+
+def _coerce(part: object, kind: type[CursorPart]) -> CursorPart:
+    if kind is uuid.UUID:
+        if not isinstance(part, str) or len(part) != 32:
+            raise ValueError("bad id")
+        return uuid.UUID(hex=part)
+    # bool is an int subclass; a cursor never holds one. Bounds keep values inside every database's BIGINT.
+    if not isinstance(part, int) or isinstance(part, bool) or not -(2**62) < part < 2**62:
+        raise ValueError("bad integer")
+    return part

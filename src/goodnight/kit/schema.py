@@ -1,0 +1,43 @@
+"""Shared response pieces: timestamps, pagination envelopes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+
+from goodnight.kit.clock import format_utc
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_utc, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-28T22:30:00.000Z"}),
+]
+
+Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1..100.")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=512, description="The next_cursor of the previous page; omit for the first page."),
+]
+DEFAULT_LIMIT = 20
+
+Item = TypeVar("Item")
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Pagination(BaseModel):
+    next_cursor: str | None
+
+
+class Page(BaseModel, Generic[Item]):
+    data: list[Item]
+    pagination: Pagination
+
+
+class Message(BaseModel):
+    message: str

@@ -1,0 +1,108 @@
+"""The application factory: ``create_app()`` wires routers, errors, middleware, docs and start-up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from swagger_ui_bundle import swagger_ui_path
+
+from goodnight import __version__
+from goodnight.auth.passwords import Passwords
+from goodnight.auth.router import router as auth_router
+from goodnight.auth.tokens import Tokens
+from goodnight.config import Settings, get_settings
+from goodnight.db import Database
+from goodnight.deps import Services
+from goodnight.errors import install_error_handlers
+from goodnight.feed.router import router as feed_router
+from goodnight.logging_setup import configure_logging
+from goodnight.middleware import RequestContextMiddleware
+from goodnight.sleep.router import router as sleep_router
+from goodnight.socials.router import router as socials_router
+from goodnight.users.router import public_router as users_public_router
+from goodnight.users.router import router as users_router
+
+API_PREFIX = "/api/v1"
+DOCS_ASSETS = "/api-docs/assets"
+
+
+class Health(BaseModel):
+    status: str
+
+
+health_router = APIRouter(tags=["health"])
+
+
+@health_router.get("/health", response_model=Health)
+async def health() -> Health:
+    """Liveness: the process is up and serving."""
+    return Health(status="ok")
+
+
+def build_services(settings: Settings) -> Services:
+    return Services(
+        settings=settings,
+        database=Database(settings),
+        passwords=Passwords(settings),
+        tokens=Tokens(settings.resolved_jwt_secret(), settings.jwt_ttl_seconds),
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.env)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings)
+        app.state.services = services
+        try:
+            yield
+        finally:
+            await services.database.dispose()
+
+    app = FastAPI(
+        title="Goodnight API",
+        version=__version__,
+        summary="Clock in when you go to bed, clock out when you wake, and see how your friends slept.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+
+    api = APIRouter(prefix=API_PREFIX)
+    api.include_router(health_router)
+    api.include_router(users_public_router)
+    api.include_router(auth_router)
+    api.include_router(users_router)
+    api.include_router(socials_router)
+    # The feed's /sleep_records/followings must be matched before /sleep_records/{record_id}.
+    api.include_router(feed_router)
+    api.include_router(sleep_router)
+    app.include_router(api)
+    _mount_docs(app)
+    return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """Swagger UI at /api-docs with its assets served by the app itself: no CDN, works offline."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui-assets")
+
+    @app.get("/api-docs", include_in_schema=False)
+    async def api_docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="Goodnight API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from goodnight.db import Base
+from goodnight.kit.clock import utcnow
+from goodnight.kit.ids import new_id
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
+    username: Mapped[str] = mapped_column(sa.String(30))
+    # Lower-cased copy with the unique index: usernames are unique case-insensitively on every backend,
+    # whatever the column collation.
+    username_key: Mapped[str] = mapped_column(sa.String(30), unique=True)
+    name: Mapped[str | None] = mapped_column(sa.String(60))
+    password_hash: Mapped[str] = mapped_column(sa.String(255))
+    followers_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    followings_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
+    last_active_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,118 @@
+"""Clocking in and out: a tiny state machine (clocked_in -> clocked_out) guarded by the database."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from goodnight.kit.clock import format_utc, utcnow
+from goodnight.kit.cursor import decode_cursor, encode_cursor
+from goodnight.kit.ids import parse_id
+from goodnight.kit.keyset import from_micros, split_page, to_micros
+from goodnight.models import SleepRecord
+from goodnight.sleep import repository
+from goodnight.users import repository as users
+
+# Clients' clocks drift; a time this far ahead of ours is still "now".
+CLOCK_SKEW = timedelta(seconds=60)
+# How far back a forgotten clock-in may be recorded.
+MAX_BACKDATE = timedelta(days=30)
+HISTORY_PREVIEW = 20
+
+
+class AlreadyClockedIn(BadRequest):
+    code = "already_clocked_in"
+    default_message = "You are already clocked in; clock out first."
+
+
+class NotClockedIn(BadRequest):
+    code = "not_clocked_in"
+    default_message = "You are not clocked in."
+
+
+def _invalid_time(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(f"{field}: {message}", details=[{"field": field, "message": message}])
+
+
+async def _lock_actor(session: AsyncSession, user_id: uuid.UUID) -> None:
+    if user_id not in await users.lock_for_write(session, {user_id}):
+        raise Unauthorized("The bearer token refers to an unknown user.")
+    await users.touch(session, user_id)
+
+
+async def clock_in(session: AsyncSession, user_id: uuid.UUID, requested: datetime | None) -> SleepRecord:
+    now = utcnow()
+    at = requested or now
+    if at > now + CLOCK_SKEW:
+        raise _invalid_time("clocked_in_at", "must not be in the future")
+    if at < now - MAX_BACKDATE:
+        raise _invalid_time("clocked_in_at", "must be within the last 30 days")
+    await _lock_actor(session, user_id)
+    if await repository.open_record(session, user_id) is not None:
+        raise AlreadyClockedIn()
+    previous = await repository.latest(session, user_id)
+    if previous is not None and previous.clocked_out_at is not None and at < previous.clocked_out_at:
+        raise _invalid_time(
+            "clocked_in_at", f"overlaps your sleep record that ends at {format_utc(previous.clocked_out_at)}"
+        )
+    record = SleepRecord(user_id=user_id, clocked_in_at=at, created_at=now, updated_at=now)
+    session.add(record)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # the unique (user_id, open_flag) index: another clock-in won the race
+        raise AlreadyClockedIn() from exc
+    return record
+
+
+async def clock_out(session: AsyncSession, user_id: uuid.UUID, requested: datetime | None) -> SleepRecord:
+    now = utcnow()
+    at = requested or now
+    if at > now + CLOCK_SKEW:
+        raise _invalid_time("clocked_out_at", "must not be in the future")
+    await _lock_actor(session, user_id)
+    record = await repository.open_record(session, user_id)
+    if record is None:
+        raise NotClockedIn()
+    if at <= record.clocked_in_at:
+        raise _invalid_time(
+            "clocked_out_at", f"must be after the clock-in time {format_utc(record.clocked_in_at)}"
+        )
+    duration = int((at - record.clocked_in_at).total_seconds())
+    if not await repository.close(session, record.id, at, duration):
+        raise NotClockedIn()
+    record.clocked_out_at, record.duration_s, record.open_flag, record.updated_at = at, duration, None, now
+    return record
+
+
+async def history(
+    session: AsyncSession, user_id: uuid.UUID, *, limit: int, cursor: str | None = None
+) -> tuple[list[SleepRecord], str | None]:
+    after = None
+    if cursor is not None:
+        micros, last_id = decode_cursor(cursor, (int, uuid.UUID))
+        after = (from_micros(micros), last_id)
+    rows = await repository.history(session, user_id, limit=limit, after=after)
+    page, more = split_page(rows, limit)
+    next_cursor = encode_cursor(to_micros(page[-1].clocked_in_at), page[-1].id) if more else None
+    return list(page), next_cursor
+
+
+async def get_visible(session: AsyncSession, viewer_id: uuid.UUID, raw_id: str) -> SleepRecord:
+    record_id = parse_id(raw_id)
+    record = await repository.visible_to(session, record_id, viewer_id) if record_id else None
+    if record is None:
+        raise NotFound("No sleep record with that id.")
+    return record
+
+
+async def delete(session: AsyncSession, user_id: uuid.UUID, raw_id: str) -> None:
+    record_id = parse_id(raw_id)
+    if record_id is None:
+        raise NotFound("No sleep record with that id.")
+    await _lock_actor(session, user_id)
+    if not await repository.delete_own(session, record_id, user_id):
+        raise NotFound("No sleep record with that id.")

@@ -1,0 +1,56 @@
+"""Queries on the follows table."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.kit.keyset import before
+from goodnight.models import Follow, User
+
+
+async def get_for_update(
+    session: AsyncSession, follower_id: uuid.UUID, followed_id: uuid.UUID
+) -> Follow | None:
+    return await session.scalar(
+        sa.select(Follow)
+        .where(Follow.follower_id == follower_id, Follow.followed_id == followed_id)
+        .with_for_update()
+    )
+
+
+async def is_following(session: AsyncSession, follower_id: uuid.UUID, followed_id: uuid.UUID) -> bool:
+    found = await session.scalar(
+        sa.select(Follow.active).where(
+            Follow.follower_id == follower_id, Follow.followed_id == followed_id, Follow.active.is_(True)
+        )
+    )
+    return found is not None
+
+
+async def connections(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    followers: bool,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[tuple[User, datetime]]:
+    """People following ``user_id`` (or followed by them), newest follow first, ``limit + 1`` rows."""
+    anchor, other = (
+        (Follow.followed_id, Follow.follower_id) if followers else (Follow.follower_id, Follow.followed_id)
+    )
+    query = (
+        sa.select(User, Follow.followed_at)
+        .join(Follow, User.id == other)
+        .where(anchor == user_id, Follow.active.is_(True))
+        .order_by(Follow.followed_at.desc(), other.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(before([Follow.followed_at, other], after))
+    rows = await session.execute(query)
+    return [(user, followed_at) for user, followed_at in rows.tuples()]

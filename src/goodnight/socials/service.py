@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from goodnight.kit.clock import utcnow
+from goodnight.kit.cursor import decode_cursor, encode_cursor
+from goodnight.kit.ids import parse_id
+from goodnight.kit.keyset import from_micros, split_page, to_micros
+from goodnight.models import Follow, User
+from goodnight.socials import repository
+from goodnight.users import repository as users
+
+
+class CannotFollowSelf(BadRequest):
+    code = "cannot_follow_self"
+    default_message = "You cannot follow yourself."
+
+
+class AlreadyFollowing(ValidationFailed):
+    code = "already_following"
+    default_message = "You already follow this user."
+
+
+class NotFollowing(ValidationFailed):
+    code = "not_following"
+    default_message = "You do not follow this user."
+
+
+async def _lock_pair(session: AsyncSession, me: uuid.UUID, raw_target: str) -> uuid.UUID:
+    target = parse_id(raw_target)
+    if target is None:
+        raise NotFound("No user with that id.")
+    if target == me:
+        raise CannotFollowSelf()
+    found = await users.lock_for_write(session, {me, target})
+    if me not in found:
+        raise Unauthorized("The bearer token refers to an unknown user.")
+    if target not in found:
+        raise NotFound("No user with that id.")
+    await users.touch(session, me)
+    return target
+
+
+async def follow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
+    target = await _lock_pair(session, me, raw_target)
+    row = await repository.get_for_update(session, me, target)
+    if row is not None and row.active:
+        raise AlreadyFollowing()
+    now = utcnow()
+    if row is None:
+        session.add(Follow(follower_id=me, followed_id=target, active=True, followed_at=now))
+    else:  # re-follow: reactivate the one row this pair will ever have
+        row.active = True
+        row.followed_at = now
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # defence in depth; the user-row locks already serialise this pair
+        raise AlreadyFollowing() from exc
+    await users.add_to_counters(session, me, target, +1)
+    return await _user(session, target)
+
+
+async def unfollow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
+    target = await _lock_pair(session, me, raw_target)
+    row = await repository.get_for_update(session, me, target)
+    if row is None or not row.active:
+        raise NotFollowing()
+    row.active = False
+    await session.flush()
+    await users.add_to_counters(session, me, target, -1)
+    return await _user(session, target)
+
+
+async def _user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await users.get(session, user_id)
+    assert user is not None  # locked above, cannot have vanished
+    return user
+
+
+async def connections(
+    session: AsyncSession, raw_user_id: str, *, followers: bool, limit: int, cursor: str | None
+) -> tuple[list[User], str | None]:
+    after = None
+    if cursor is not None:
+        micros, last_id = decode_cursor(cursor, (int, uuid.UUID))
+        after = (from_micros(micros), last_id)
+    user_id = parse_id(raw_user_id)
+    if user_id is None or not await users.exists(session, user_id):
+        raise NotFound("No user with that id.")
+    rows = await repository.connections(session, user_id, followers=followers, limit=limit, after=after)
+    page, more = split_page(rows, limit)
+    next_cursor = None
+    if more:
+        last_user, followed_at = page[-1]
+        next_cursor = encode_cursor(to_micros(followed_at), last_user.id)
+    return [user for user, _ in page], next_cursor

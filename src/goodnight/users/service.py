@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.auth.passwords import Passwords
+from goodnight.errors import Conflict, NotFound, Unauthorized
+from goodnight.kit.ids import parse_id
+from goodnight.models import User
+from goodnight.users import repository
+from goodnight.users.schemas import UserCreate
+
+
+class UsernameTaken(Conflict):
+    code = "username_taken"
+    default_message = "That username is already taken."
+
+
+async def register(session: AsyncSession, passwords: Passwords, data: UserCreate) -> User:
+    if await repository.get_by_username(session, data.username) is not None:
+        raise UsernameTaken()
+    user = User(
+        username=data.username,
+        username_key=data.username.lower(),
+        name=data.name,
+        password_hash=await passwords.hash(data.password),
+        followers_count=0,
+        followings_count=0,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent registration of the same name won the unique index
+        raise UsernameTaken() from exc
+    return user
+
+
+async def get_user(session: AsyncSession, raw_id: str) -> User:
+    """Look up a user by a client-supplied id; a malformed id is simply not found."""
+    user_id = parse_id(raw_id)
+    user = await repository.get(session, user_id) if user_id is not None else None
+    if user is None:
+        raise NotFound("No user with that id.")
+    return user
+
+
+async def get_me(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await repository.get(session, user_id)
+    if user is None:  # a validly signed token for a user that no longer exists
+        raise Unauthorized("The bearer token refers to an unknown user.")
+    return user
