@@ -48,4 +48,4 @@ async def feed_rows(
         query = query.offset(offset)
     rows = await session.execute(query)
     # duration and clock-out are never NULL here: the query only selects completed records.
-    return [FeedRow(rid, uid, start, end, duration) for rid, uid, start, end, duration in rows.tuples()]  # type: ignore[arg-type]
+    return [FeedRow(rid, uid, start, end, duration) for rid, uid, start, end, duration in rows]  # type: ignore[arg-type]

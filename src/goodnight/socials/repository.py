@@ -53,4 +53,4 @@ async def connections(
     if after is not None:
         query = query.where(before([Follow.followed_at, other], after))
     rows = await session.execute(query)
-    return [(user, followed_at) for user, followed_at in rows.tuples()]
+    return [(user, followed_at) for user, followed_at in rows]
