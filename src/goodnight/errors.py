@@ -73,7 +73,10 @@ class ErrorEnvelope(BaseModel):
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` entries documenting the error envelope for each status a route can return."""
+    """OpenAPI ``responses=`` entries documenting the error envelope for each status a route can return.
+
+    422 is always included: any query, path or body problem produces it.
+    """
     return {
         status: {"model": ErrorEnvelope, "description": HTTPStatus(status).phrase}
         for status in sorted({*statuses, 422})
@@ -84,15 +87,19 @@ def request_id_of(request: Request) -> str:
     return str(getattr(request.state, "request_id", "") or "")
 
 
-def render_error(request: Request, status: int, code: str, message: str, details: Any = None) -> Response:
+def envelope(code: str, message: str, request_id: str, details: Any = None) -> bytes:
     body: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    body["request_id"] = request_id_of(request)
-    headers = {"X-Request-ID": body["request_id"]} if body["request_id"] else None
-    return Response(
-        orjson.dumps({"error": body}), status_code=status, headers=headers, media_type="application/json"
-    )
+    body["request_id"] = request_id
+    return orjson.dumps({"error": body})
+
+
+def render_error(request: Request, status: int, code: str, message: str, details: Any = None) -> Response:
+    request_id = request_id_of(request)
+    headers = {"X-Request-ID": request_id} if request_id else None
+    content = envelope(code, message, request_id, details)
+    return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
 _HTTP_CODES = {
@@ -115,6 +122,10 @@ async def _goodnight_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # Our own 400s are GoodnightErrors; a bare 400 is FastAPI failing to parse the body (for example
+        # JSON nested too deeply), which the contract answers like any other malformed JSON.
+        return render_error(request, 422, "validation_error", "The request body could not be parsed as JSON.")
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     if exc.status_code == 404:
         message = f"No route matches {request.method} {request.url.path}."
@@ -141,6 +152,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 def _describe(error: Any) -> dict[str, str]:
     # Pydantic's raw errors echo the offending input back; never do that (it may be a password).
     location = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path", "header")]
+    if error.get("type") == "json_invalid":
+        location = []  # pydantic reports a character offset here, not a field
     return {
         "field": ".".join(location) or "body",
         "message": str(error.get("msg", "invalid value")),

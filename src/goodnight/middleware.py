@@ -9,9 +9,18 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from goodnight.errors import envelope
 from goodnight.kit.ids import new_id
 
 logger = logging.getLogger("goodnight.access")
+# Every request body of this API is a small JSON object; refuse anything larger before reading it.
+MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyTooLarge(Exception):
+    """A body sent without Content-Length grew past the limit while streaming in."""
+
+
 # Echo a client's request id only if it is short and plain, so it cannot inject into logs or headers.
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 
@@ -24,6 +33,41 @@ def _request_id_from(scope: Scope) -> str:
                 return candidate
             break
     return new_id().hex
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else MAX_BODY_BYTES + 1
+    return 0
+
+
+def _limited(receive: Receive) -> Receive:
+    received = 0
+
+    async def receive_within_limit() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLarge()
+        return message
+
+    return receive_within_limit
+
+
+async def _payload_too_large(send: Send, request_id: str) -> None:
+    message = f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
+    body = envelope("payload_too_large", message, request_id)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequestContextMiddleware:
@@ -49,7 +93,10 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_request_id)
+            if _declared_length(scope) > MAX_BODY_BYTES:
+                await _payload_too_large(send_with_request_id, request_id)
+            else:
+                await self.app(scope, _limited(receive), send_with_request_id)
         finally:
             # Path only, never the query string or headers: tokens and passwords must not reach the logs.
             logger.info(

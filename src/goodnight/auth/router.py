@@ -15,7 +15,7 @@ class InvalidCredentials(Unauthorized):
     default_message = "Unknown username or wrong password."
 
 
-@router.post("/login", response_model=LoginResponse, responses=error_responses(401))
+@router.post("/login", response_model=LoginResponse, responses=error_responses(401, 413))
 async def login(data: LoginRequest, session: SessionDep, services: ServicesDep) -> LoginResponse:
     """Exchange a username and password for a bearer token."""
     user = await users.get_by_username(session, data.username)

@@ -27,7 +27,7 @@ def _out(record: SleepRecord) -> SleepRecordOut:
     "/clock_in",
     status_code=status.HTTP_201_CREATED,
     response_model=ClockInResponse,
-    responses=error_responses(400, 401),
+    responses=error_responses(400, 401, 413),
 )
 async def clock_in(
     session: WriteSessionDep, me: CurrentUserId, data: ClockInRequest | None = None
@@ -43,7 +43,7 @@ async def clock_in(
     )
 
 
-@router.post("/clock_out", response_model=ClockOutResponse, responses=error_responses(400, 401))
+@router.post("/clock_out", response_model=ClockOutResponse, responses=error_responses(400, 401, 413))
 async def clock_out(
     session: WriteSessionDep, me: CurrentUserId, data: ClockOutRequest | None = None
 ) -> ClockOutResponse:

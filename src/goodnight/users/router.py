@@ -13,7 +13,7 @@ router = APIRouter(prefix="/users", tags=["users"], dependencies=AUTHENTICATED)
 
 
 @public_router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=error_responses(409)
+    "", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=error_responses(409, 413)
 )
 async def register(data: UserCreate, session: WriteSessionDep, services: ServicesDep) -> User:
     """Create an account. Usernames are unique regardless of letter case."""

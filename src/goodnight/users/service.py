@@ -19,13 +19,15 @@ class UsernameTaken(Conflict):
 
 
 async def register(session: AsyncSession, passwords: Passwords, data: UserCreate) -> User:
+    # Hash before the first query: the slow Argon2 work must not run inside the write transaction.
+    password_hash = await passwords.hash(data.password)
     if await repository.get_by_username(session, data.username) is not None:
         raise UsernameTaken()
     user = User(
         username=data.username,
         username_key=data.username.lower(),
         name=data.name,
-        password_hash=await passwords.hash(data.password),
+        password_hash=password_hash,
         followers_count=0,
         followings_count=0,
     )
