@@ -33,6 +33,8 @@ class ServerUnavailable(RuntimeError):
 
 @dataclass
 class TestDatabase:
+    __test__ = False  # a fixture value, not a test class for pytest to collect
+
     backend: str
     url: str
     _admin_url: str | None

@@ -28,7 +28,7 @@ class SleepRecord(Base):
     clocked_in_at: Mapped[datetime]
     clocked_out_at: Mapped[datetime | None]
     duration_s: Mapped[int | None] = mapped_column(sa.Integer)  # whole seconds, set at clock-out
-    open_flag: Mapped[int | None] = mapped_column(sa.SmallInteger, default=OPEN)
+    open_flag: Mapped[int | None] = mapped_column(sa.SmallInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

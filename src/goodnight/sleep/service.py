@@ -14,6 +14,7 @@ from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
 from goodnight.kit.keyset import from_micros, split_page, to_micros
 from goodnight.models import SleepRecord
+from goodnight.models.sleep_record import OPEN
 from goodnight.sleep import repository
 from goodnight.users import repository as users
 
@@ -59,7 +60,7 @@ async def clock_in(session: AsyncSession, user_id: uuid.UUID, requested: datetim
         raise _invalid_time(
             "clocked_in_at", f"overlaps your sleep record that ends at {format_utc(previous.clocked_out_at)}"
         )
-    record = SleepRecord(user_id=user_id, clocked_in_at=at, created_at=now, updated_at=now)
+    record = SleepRecord(user_id=user_id, clocked_in_at=at, open_flag=OPEN, created_at=now, updated_at=now)
     session.add(record)
     try:
         await session.flush()

@@ -73,11 +73,9 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "(open_flag = 1 AND clocked_out_at IS NULL AND duration_s IS NULL)"
             " OR (open_flag IS NULL AND clocked_out_at IS NOT NULL AND duration_s IS NOT NULL)",
-            name="ck_sleep_records_open_flag_matches_state",
+            name="open_flag_matches_state",
         ),
-        sa.CheckConstraint(
-            "duration_s IS NULL OR duration_s >= 0", name="ck_sleep_records_duration_not_negative"
-        ),
+        sa.CheckConstraint("duration_s IS NULL OR duration_s >= 0", name="duration_not_negative"),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name="fk_sleep_records_user_id_users", ondelete="CASCADE"
         ),
