@@ -46,13 +46,17 @@ async def _lock_actor(session: AsyncSession, user_id: uuid.UUID) -> None:
 
 
 async def clock_in(session: AsyncSession, user_id: uuid.UUID, requested: datetime | None) -> SleepRecord:
+    if requested is not None:
+        now = utcnow()
+        if requested > now + CLOCK_SKEW:
+            raise _invalid_time("clocked_in_at", "must not be in the future")
+        if requested < now - MAX_BACKDATE:
+            raise _invalid_time("clocked_in_at", "must be within the last 30 days")
+    await _lock_actor(session, user_id)
+    # "Now" is read once we hold the user's lock: a request that queued behind another of the same user's
+    # writes must not be judged by the time it arrived, before the record it waited for existed.
     now = utcnow()
     at = requested or now
-    if at > now + CLOCK_SKEW:
-        raise _invalid_time("clocked_in_at", "must not be in the future")
-    if at < now - MAX_BACKDATE:
-        raise _invalid_time("clocked_in_at", "must be within the last 30 days")
-    await _lock_actor(session, user_id)
     if await repository.open_record(session, user_id) is not None:
         raise AlreadyClockedIn()
     previous = await repository.latest(session, user_id)
@@ -70,11 +74,11 @@ async def clock_in(session: AsyncSession, user_id: uuid.UUID, requested: datetim
 
 
 async def clock_out(session: AsyncSession, user_id: uuid.UUID, requested: datetime | None) -> SleepRecord:
-    now = utcnow()
-    at = requested or now
-    if at > now + CLOCK_SKEW:
+    if requested is not None and requested > utcnow() + CLOCK_SKEW:
         raise _invalid_time("clocked_out_at", "must not be in the future")
     await _lock_actor(session, user_id)
+    now = utcnow()  # after the lock, as in clock_in
+    at = requested or now
     record = await repository.open_record(session, user_id)
     if record is None:
         raise NotClockedIn()
