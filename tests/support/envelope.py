@@ -12,7 +12,7 @@ REQUIRED_KEYS = {"code", "message", "request_id"}
 
 def assert_request_id(response: httpx.Response) -> str:
     """Every response, success or failure, names its request; returns the id."""
-    request_id = response.headers.get("x-request-id")
+    request_id: str | None = response.headers.get("x-request-id")
     assert request_id, f"no X-Request-ID on {response.request.method} {response.request.url}"
     return request_id
 

@@ -4,12 +4,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from goodnight.kit.text import UnicodeText
+
 
 class LoginRequest(BaseModel):
     # Deliberately loose: a login attempt with a malformed name is just a failed login, not a 422 that would
     # reveal which usernames could exist.
     username: str = Field(max_length=200)
-    password: str = Field(max_length=1024)
+    password: UnicodeText = Field(max_length=1024)
 
 
 class LoginResponse(BaseModel):

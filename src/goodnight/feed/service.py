@@ -19,7 +19,7 @@ from goodnight.feed.repository import FeedRow, feed_rows
 from goodnight.feed.schemas import FeedItem, FeedPage, FeedPagination
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
-from goodnight.kit.keyset import from_micros, split_page, to_micros
+from goodnight.kit.keyset import split_page
 from goodnight.users import repository as users
 from goodnight.users.schemas import UserSummary
 
@@ -37,12 +37,11 @@ class FeedCursor:
     since: datetime
 
     def encode(self) -> str:
-        return encode_cursor(self.duration, self.record_id, to_micros(self.since))
+        return encode_cursor(self.duration, self.record_id, self.since)
 
     @classmethod
     def decode(cls, token: str, now: datetime) -> FeedCursor:
-        duration, record_id, since_micros = decode_cursor(token, (int, uuid.UUID, int))
-        since = from_micros(since_micros)
+        duration, record_id, since = decode_cursor(token, (int, uuid.UUID, datetime))
         if not now - WINDOW - MAX_CURSOR_AGE <= since <= now - WINDOW + CLOCK_TOLERANCE:
             raise ValidationFailed(
                 "The cursor has expired; start again from the first page.", details={"field": "cursor"}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -17,12 +18,24 @@ from goodnight.errors import ValidationFailed
 
 MAX_CURSOR_LENGTH = 512
 
-CursorPart = int | uuid.UUID
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Timestamps travel as integer microseconds since the epoch; anything past this is no time we ever wrote.
+_LATEST_MICROS = (datetime(9000, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
+
+CursorPart = int | uuid.UUID | datetime
 
 
 def encode_cursor(*parts: CursorPart) -> str:
-    raw = orjson.dumps([part.hex if isinstance(part, uuid.UUID) else part for part in parts])
+    raw = orjson.dumps([_plain(part) for part in parts])
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _plain(part: CursorPart) -> int | str:
+    if isinstance(part, uuid.UUID):
+        return part.hex
+    if isinstance(part, datetime):
+        return (part - _EPOCH) // timedelta(microseconds=1)
+    return part
 
 
 def decode_cursor(token: str, shape: tuple[type[CursorPart], ...]) -> tuple[Any, ...]:
@@ -50,4 +63,8 @@ def _coerce(part: object, kind: type[CursorPart]) -> CursorPart:
     # bool is an int subclass; a cursor never holds one. Bounds keep values inside every database's BIGINT.
     if not isinstance(part, int) or isinstance(part, bool) or not -(2**62) < part < 2**62:
         raise ValueError("bad integer")
+    if kind is datetime:
+        if not 0 <= part < _LATEST_MICROS:
+            raise ValueError("time out of range")
+        return _EPOCH + timedelta(microseconds=part)
     return part

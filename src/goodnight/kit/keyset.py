@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import QueryableAttribute
 
 Row = TypeVar("Row")
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def before(columns: Sequence[QueryableAttribute[Any]], values: Sequence[Any]) -> sa.ColumnElement[bool]:
@@ -27,11 +24,3 @@ def before(columns: Sequence[QueryableAttribute[Any]], values: Sequence[Any]) ->
 def split_page(rows: Sequence[Row], limit: int) -> tuple[list[Row], bool]:
     """Queries fetch ``limit + 1`` rows; the extra one only tells whether another page exists."""
     return list(rows[:limit]), len(rows) > limit
-
-
-def to_micros(value: datetime) -> int:
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-def from_micros(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)

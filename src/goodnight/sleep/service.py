@@ -12,7 +12,7 @@ from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFaile
 from goodnight.kit.clock import format_utc, utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
-from goodnight.kit.keyset import from_micros, split_page, to_micros
+from goodnight.kit.keyset import split_page
 from goodnight.models import SleepRecord
 from goodnight.models.sleep_record import OPEN
 from goodnight.sleep import repository
@@ -98,11 +98,10 @@ async def history(
 ) -> tuple[list[SleepRecord], str | None]:
     after = None
     if cursor is not None:
-        micros, last_id = decode_cursor(cursor, (int, uuid.UUID))
-        after = (from_micros(micros), last_id)
+        after = decode_cursor(cursor, (datetime, uuid.UUID))
     rows = await repository.history(session, user_id, limit=limit, after=after)
     page, more = split_page(rows, limit)
-    next_cursor = encode_cursor(to_micros(page[-1].clocked_in_at), page[-1].id) if more else None
+    next_cursor = encode_cursor(page[-1].clocked_in_at, page[-1].id) if more else None
     return list(page), next_cursor
 
 

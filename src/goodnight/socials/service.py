@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,7 +10,7 @@ from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFaile
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
-from goodnight.kit.keyset import from_micros, split_page, to_micros
+from goodnight.kit.keyset import split_page
 from goodnight.models import Follow, User
 from goodnight.socials import repository
 from goodnight.users import repository as users
@@ -30,12 +31,14 @@ class NotFollowing(ValidationFailed):
     default_message = "You do not follow this user."
 
 
-async def _lock_pair(session: AsyncSession, me: uuid.UUID, raw_target: str) -> uuid.UUID:
+async def _lock_pair(
+    session: AsyncSession, me: uuid.UUID, raw_target: str, *, self_error: Exception
+) -> uuid.UUID:
     target = parse_id(raw_target)
     if target is None:
         raise NotFound("No user with that id.")
     if target == me:
-        raise CannotFollowSelf()
+        raise self_error
     found = await users.lock_for_write(session, {me, target})
     if me not in found:
         raise Unauthorized("The bearer token refers to an unknown user.")
@@ -46,7 +49,7 @@ async def _lock_pair(session: AsyncSession, me: uuid.UUID, raw_target: str) -> u
 
 
 async def follow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
-    target = await _lock_pair(session, me, raw_target)
+    target = await _lock_pair(session, me, raw_target, self_error=CannotFollowSelf())
     row = await repository.get_for_update(session, me, target)
     if row is not None and row.active:
         raise AlreadyFollowing()
@@ -65,7 +68,7 @@ async def follow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
 
 
 async def unfollow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
-    target = await _lock_pair(session, me, raw_target)
+    target = await _lock_pair(session, me, raw_target, self_error=NotFollowing())
     row = await repository.get_for_update(session, me, target)
     if row is None or not row.active:
         raise NotFollowing()
@@ -86,8 +89,7 @@ async def connections(
 ) -> tuple[list[User], str | None]:
     after = None
     if cursor is not None:
-        micros, last_id = decode_cursor(cursor, (int, uuid.UUID))
-        after = (from_micros(micros), last_id)
+        after = decode_cursor(cursor, (datetime, uuid.UUID))
     user_id = parse_id(raw_user_id)
     if user_id is None or not await users.exists(session, user_id):
         raise NotFound("No user with that id.")
@@ -96,5 +98,5 @@ async def connections(
     next_cursor = None
     if more:
         last_user, followed_at = page[-1]
-        next_cursor = encode_cursor(to_micros(followed_at), last_user.id)
+        next_cursor = encode_cursor(followed_at, last_user.id)
     return [user for user, _ in page], next_cursor
