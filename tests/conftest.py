@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -11,8 +11,11 @@ from fastapi import FastAPI
 
 from goodnight.deps import Services
 from goodnight.main import create_app
+from goodnight.timeline.redis_client import Breaker
+from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api
 from tests.support.databases import BACKENDS, TestDatabase, create_database, settings_for, truncate
+from tests.support.redis_server import RedisServer
 
 
 @pytest_asyncio.fixture(scope="session", params=BACKENDS)
@@ -46,3 +49,52 @@ async def client(app: FastAPI, services: Services) -> AsyncIterator[httpx.AsyncC
 @pytest.fixture
 def api(client: httpx.AsyncClient) -> Api:
     return Api(client)
+
+
+# --- The Redis timeline: the same app with GOODNIGHT_REDIS_URL set, on a private redis-server. ---
+
+CELEBRITY_THRESHOLD = 3
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def timeline_app(database: TestDatabase, redis_server: RedisServer) -> AsyncIterator[FastAPI]:
+    # No embedded worker: tests drain the outbox themselves, so every step is deterministic.
+    settings = settings_for(
+        database.url,
+        redis_url=redis_server.url,
+        celebrity_threshold=CELEBRITY_THRESHOLD,
+        embedded_worker=False,
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+def timeline(timeline_app: FastAPI) -> Timeline:
+    found: Timeline | None = timeline_app.state.services.timeline
+    assert found is not None
+    return found
+
+
+@pytest_asyncio.fixture
+async def timeline_client(timeline_app: FastAPI, timeline: Timeline) -> AsyncIterator[httpx.AsyncClient]:
+    await truncate(timeline_app.state.services.database.engine)
+    await timeline.redis.flushall()
+    timeline.reader.breaker = Breaker()
+    transport = httpx.ASGITransport(app=timeline_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver/api/v1") as http:
+        yield http
+    await timeline.reader.drain_background()
+
+
+@pytest.fixture
+def timeline_api(timeline_client: httpx.AsyncClient) -> Api:
+    return Api(timeline_client)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -59,6 +61,49 @@ def _migrate(settings: Settings) -> None:
 
     revision = migrate(settings)
     typer.echo(f"database is at revision {revision}")
+
+
+outbox_app = typer.Typer(help="Inspect and repair the outbox of background work.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int, typer.Option(min=1, help="Workers in this process.")] = 1,
+) -> None:
+    """Drain the outbox (Redis timeline fanout). Run any number, on any number of machines."""
+    settings = _settings()
+    if not settings.redis_url:
+        typer.secho("GOODNIGHT_REDIS_URL is not set: there is no background work to do.", err=True)
+        raise typer.Exit(2)
+    from goodnight.jobs.runner import run_workers
+
+    asyncio.run(run_workers(settings, concurrency))
+
+
+@outbox_app.command("status")
+def outbox_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Pending, in-flight and dead events, and the age of the oldest one."""
+    from goodnight.jobs.runner import read_status
+
+    current = asyncio.run(read_status(_settings()))
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(current)))
+        return
+    oldest = "-" if current.oldest_age_seconds is None else f"{current.oldest_age_seconds:.1f}s"
+    typer.echo(f"pending    {current.pending}\nin flight  {current.in_flight}\ndead       {current.dead}")
+    typer.echo(f"oldest     {oldest}")
+
+
+@outbox_app.command("retry-dead")
+def outbox_retry_dead() -> None:
+    """Give every event parked as dead a fresh set of attempts."""
+    from goodnight.jobs.runner import retry_dead
+
+    count = asyncio.run(retry_dead(_settings()))
+    typer.echo(f"{count} dead event(s) queued again")
 
 
 @app.command()

@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    # Set to 1 when GOODNIGHT_REDIS_URL points at a Redis Cluster node (cluster URLs look like any other).
+    redis_cluster: bool = False
+    # Followers above this count make a user a celebrity: no fanout, merged into feeds at read time.
+    celebrity_threshold: int = Field(default=10_000, ge=1)
+    # Timelines are kept up to date only for users seen within this many days.
+    active_days: int = Field(default=7, ge=1, le=365)
+    # Background work (the transactional outbox).
+    embedded_worker: bool = True
+    outbox_lease_seconds: float = Field(default=30.0, gt=0)
+    outbox_max_attempts: int = Field(default=10, ge=1)
+    outbox_poll_seconds: float = Field(default=0.2, gt=0)
+    fanout_batch_size: int = Field(default=1000, ge=1)
     jwt_secret: SecretStr | None = None
     jwt_ttl_seconds: int = Field(default=7200, ge=60, le=30 * 24 * 3600)
     # Argon2id cost. The defaults are RFC 9106's low-memory profile; tests lower them to stay fast.

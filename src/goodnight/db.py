@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -113,6 +114,20 @@ class Database:
         await self.engine.dispose()
 
 
+AFTER_COMMIT = "goodnight_after_commit"
+AfterCommit = Callable[[], Awaitable[None]]
+logger = logging.getLogger("goodnight.db")
+
+
+def after_commit(session: AsyncSession, action: AfterCommit) -> None:
+    """Run ``action`` once this unit of work has committed (never if it rolls back).
+
+    For best-effort follow-ups such as applying an event to a cache right away; anything that must happen is
+    also in the outbox, written inside the transaction.
+    """
+    session.info.setdefault(AFTER_COMMIT, []).append(action)
+
+
 async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
     """The unit of work of one request or job: commit on success, roll back on any error."""
     async with factory() as session:
@@ -122,3 +137,8 @@ async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncItera
         except BaseException:
             await session.rollback()
             raise
+        for action in session.info.pop(AFTER_COMMIT, []):
+            try:
+                await action()
+            except Exception:
+                logger.warning("after-commit action failed; the outbox will catch up", exc_info=True)

@@ -16,6 +16,9 @@ from goodnight.auth.tokens import Tokens
 from goodnight.config import Settings
 from goodnight.db import Database, session_scope
 from goodnight.errors import Unauthorized
+from goodnight.jobs.events import DISABLED, Events
+from goodnight.timeline.reader import TimelineReader
+from goodnight.timeline.runtime import Timeline
 
 
 @dataclass
@@ -26,6 +29,8 @@ class Services:
     database: Database
     passwords: Passwords
     tokens: Tokens
+    events: Events = DISABLED
+    timeline: Timeline | None = None
 
 
 def get_services(request: Request) -> Services:
@@ -34,6 +39,18 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def _events(services: ServicesDep) -> Events:
+    return services.events
+
+
+def _timeline_reader(services: ServicesDep) -> TimelineReader | None:
+    return services.timeline.reader if services.timeline is not None else None
+
+
+EventsDep = Annotated[Events, Depends(_events)]
+TimelineDep = Annotated[TimelineReader | None, Depends(_timeline_reader)]
 
 
 async def _read_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:

@@ -9,10 +9,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 from swagger_ui_bundle import swagger_ui_path
 
-from goodnight import __version__
+from goodnight import __version__, health
 from goodnight.auth.passwords import Passwords
 from goodnight.auth.router import router as auth_router
 from goodnight.auth.tokens import Tokens
@@ -21,10 +20,12 @@ from goodnight.db import Database
 from goodnight.deps import Services
 from goodnight.errors import install_error_handlers
 from goodnight.feed.router import router as feed_router
+from goodnight.jobs.events import Events
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
 from goodnight.sleep.router import router as sleep_router
 from goodnight.socials.router import router as socials_router
+from goodnight.timeline.runtime import Timeline
 from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
 
@@ -32,26 +33,20 @@ API_PREFIX = "/api/v1"
 DOCS_ASSETS = "/api-docs/assets"
 
 
-class Health(BaseModel):
-    status: str
-
-
-health_router = APIRouter(tags=["health"])
-
-
-@health_router.get("/health", response_model=Health)
-async def health() -> Health:
-    """Liveness: the process is up and serving."""
-    return Health(status="ok")
-
-
 def build_services(settings: Settings) -> Services:
-    return Services(
+    database = Database(settings)
+    services = Services(
         settings=settings,
-        database=Database(settings),
+        database=database,
         passwords=Passwords(settings),
         tokens=Tokens(settings.resolved_jwt_secret(), settings.jwt_ttl_seconds),
     )
+    if settings.redis_url:
+        timeline = Timeline.build(settings, database)
+        wake = timeline.worker.wake if settings.embedded_worker else None
+        services.timeline = timeline
+        services.events = Events(enabled=True, apply=timeline.fanout.apply, wake=wake)
+    return services
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -62,9 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        if services.timeline is not None and settings.embedded_worker:
+            services.timeline.start_worker()
         try:
             yield
         finally:
+            if services.timeline is not None:
+                await services.timeline.close()
             await services.database.dispose()
 
     app = FastAPI(
@@ -80,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
 
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(health_router)
+    api.include_router(health.router)
     api.include_router(users_public_router)
     api.include_router(auth_router)
     api.include_router(users_router)

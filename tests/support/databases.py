@@ -24,7 +24,7 @@ POSTGRES_ADMIN_URL = os.environ.get(
 MARIADB_ADMIN_URL = os.environ.get("GOODNIGHT_TEST_MARIADB_URL", "mysql+asyncmy://root@127.0.0.1:3306/mysql")
 
 TEST_JWT_SECRET = "test-secret-0123456789-abcdefghijklmnopqrstuvwxyz"
-TABLES_CHILD_FIRST = ("sleep_records", "follows", "users")
+TABLES_CHILD_FIRST = ("outbox", "sleep_records", "follows", "users")
 
 
 class ServerUnavailable(RuntimeError):

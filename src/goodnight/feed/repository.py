@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -30,10 +31,16 @@ async def feed_rows(
     limit: int,
     after: tuple[int, uuid.UUID] | None = None,
     offset: int = 0,
+    ids: Collection[uuid.UUID] | None = None,
+    authors: Collection[uuid.UUID] | None = None,
 ) -> list[FeedRow]:
     """Completed records of everyone ``follower_id`` actively follows, clocked in at or after ``since``,
     ordered by ``(duration desc, id desc)``; ``after`` is the keyset cursor, ``offset`` only serves the
-    legacy ``start_index`` parameter."""
+    legacy ``start_index`` parameter.
+
+    ``ids`` keeps only those records (checking candidates from a cache against the truth); ``authors`` keeps
+    only those followees (merging celebrities at read time).
+    """
     record = SleepRecord
     query = (
         sa.select(record.id, record.user_id, record.clocked_in_at, record.clocked_out_at, record.duration_s)
@@ -46,6 +53,10 @@ async def feed_rows(
         query = query.where(before([record.duration_s, record.id], after))
     if offset:
         query = query.offset(offset)
+    if ids is not None:
+        query = query.where(record.id.in_(ids))
+    if authors is not None:
+        query = query.where(record.user_id.in_(authors))
     rows = await session.execute(query)
     # duration and clock-out are never NULL here: the query only selects completed records.
     return [FeedRow(rid, uid, start, end, duration) for rid, uid, start, end, duration in rows]  # type: ignore[arg-type]

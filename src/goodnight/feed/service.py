@@ -20,6 +20,7 @@ from goodnight.feed.schemas import FeedItem, FeedPage, FeedPagination
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.keyset import split_page
+from goodnight.timeline.reader import TimelineReader
 from goodnight.users import repository as users
 from goodnight.users.schemas import UserSummary
 
@@ -56,6 +57,7 @@ async def followings_feed(
     per_page: int,
     cursor: str | None,
     start_index: int | None,
+    timeline: TimelineReader | None = None,
 ) -> FeedPage:
     if cursor is not None and start_index is not None:
         raise ValidationFailed("Pass either cursor or start_index, not both.", details={"field": "cursor"})
@@ -65,9 +67,14 @@ async def followings_feed(
     if cursor is not None:
         position = FeedCursor.decode(cursor, now)
         since, after = position.since, (position.duration, position.record_id)
-    rows = await feed_rows(
-        session, user_id, since=since, limit=per_page + 1, after=after, offset=start_index or 0
-    )
+    rows = None
+    if timeline is not None and start_index is None:
+        # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer).
+        rows = await timeline.page(session, user_id, since=since, limit=per_page + 1, after=after)
+    if rows is None:
+        rows = await feed_rows(
+            session, user_id, since=since, limit=per_page + 1, after=after, offset=start_index or 0
+        )
     page, more = split_page(rows, per_page)
     next_cursor = FeedCursor(page[-1].duration, page[-1].id, since).encode() if more else None
     pagination = FeedPagination(per_page=per_page, next_cursor=next_cursor)

@@ -31,4 +31,6 @@ class Follow(Base):
         # "Who follows X, newest first" and "whom does X follow, newest first", over active rows.
         sa.Index("ix_follows_followed_active_recent", "followed_id", "active", "followed_at", "follower_id"),
         sa.Index("ix_follows_follower_active_recent", "follower_id", "active", "followed_at", "followed_id"),
+        # Fanout walks a user's followers in follower-id order, a batch at a time.
+        sa.Index("ix_follows_fanout", "followed_id", "follower_id", "active"),
     )

@@ -26,3 +26,6 @@ class User(Base):
     last_active_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    # Finding the celebrities after Redis lost its data.
+    __table_args__ = (sa.Index("ix_users_followers_count", "followers_count"),)

@@ -69,10 +69,13 @@ async def visible_to(session: AsyncSession, record_id: uuid.UUID, viewer_id: uui
     )
 
 
-async def delete_own(session: AsyncSession, record_id: uuid.UUID, owner_id: uuid.UUID) -> bool:
-    result = await session.execute(
-        sa.delete(SleepRecord)
-        .where(SleepRecord.id == record_id, SleepRecord.user_id == owner_id)
-        .execution_options(synchronize_session=False)
+async def own(session: AsyncSession, record_id: uuid.UUID, owner_id: uuid.UUID) -> SleepRecord | None:
+    return await session.scalar(
+        sa.select(SleepRecord).where(SleepRecord.id == record_id, SleepRecord.user_id == owner_id)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete(session: AsyncSession, record_id: uuid.UUID) -> None:
+    await session.execute(
+        sa.delete(SleepRecord).where(SleepRecord.id == record_id).execution_options(synchronize_session=False)
+    )

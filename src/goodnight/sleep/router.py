@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from goodnight.deps import AUTHENTICATED, CurrentUserId, SessionDep, WriteSessionDep
+from goodnight.deps import AUTHENTICATED, CurrentUserId, EventsDep, SessionDep, WriteSessionDep
 from goodnight.errors import error_responses
 from goodnight.kit.clock import format_utc
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor, Limit, Page, Pagination
@@ -45,10 +45,10 @@ async def clock_in(
 
 @router.post("/clock_out", response_model=ClockOutResponse, responses=error_responses(400, 401, 413))
 async def clock_out(
-    session: WriteSessionDep, me: CurrentUserId, data: ClockOutRequest | None = None
+    session: WriteSessionDep, events: EventsDep, me: CurrentUserId, data: ClockOutRequest | None = None
 ) -> ClockOutResponse:
     """Wake up: close the open sleep record, now or at `clocked_out_at`."""
-    record = await service.clock_out(session, me, data.clocked_out_at if data else None)
+    record = await service.clock_out(session, events, me, data.clocked_out_at if data else None)
     duration = record.duration_s or 0
     return ClockOutResponse(
         message=f"Clocked out after {duration} seconds.", duration=duration, sleep_record=_out(record)
@@ -76,7 +76,7 @@ async def get_one(record_id: str, session: SessionDep, me: CurrentUserId) -> Sle
     response_class=Response,
     responses=error_responses(401, 404),
 )
-async def delete(record_id: str, session: WriteSessionDep, me: CurrentUserId) -> Response:
+async def delete(record_id: str, session: WriteSessionDep, events: EventsDep, me: CurrentUserId) -> Response:
     """Delete one of your own records; it leaves every feed at once."""
-    await service.delete(session, me, record_id)
+    await service.delete(session, events, me, record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

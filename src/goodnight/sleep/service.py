@@ -9,6 +9,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from goodnight.jobs.events import Events
+from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import format_utc, utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
@@ -73,7 +75,9 @@ async def clock_in(session: AsyncSession, user_id: uuid.UUID, requested: datetim
     return record
 
 
-async def clock_out(session: AsyncSession, user_id: uuid.UUID, requested: datetime | None) -> SleepRecord:
+async def clock_out(
+    session: AsyncSession, events: Events, user_id: uuid.UUID, requested: datetime | None
+) -> SleepRecord:
     if requested is not None and requested > utcnow() + CLOCK_SKEW:
         raise _invalid_time("clocked_out_at", "must not be in the future")
     await _lock_actor(session, user_id)
@@ -90,6 +94,7 @@ async def clock_out(session: AsyncSession, user_id: uuid.UUID, requested: dateti
     if not await repository.close(session, record.id, at, duration):
         raise NotClockedIn()
     record.clocked_out_at, record.duration_s, record.open_flag, record.updated_at = at, duration, None, now
+    await events.publish(session, EventKind.SLEEP_COMPLETED, {"record_id": str(record.id)})
     return record
 
 
@@ -113,10 +118,19 @@ async def get_visible(session: AsyncSession, viewer_id: uuid.UUID, raw_id: str) 
     return record
 
 
-async def delete(session: AsyncSession, user_id: uuid.UUID, raw_id: str) -> None:
+async def delete(session: AsyncSession, events: Events, user_id: uuid.UUID, raw_id: str) -> None:
     record_id = parse_id(raw_id)
     if record_id is None:
         raise NotFound("No sleep record with that id.")
     await _lock_actor(session, user_id)
-    if not await repository.delete_own(session, record_id, user_id):
+    record = await repository.own(session, record_id, user_id)
+    if record is None:
         raise NotFound("No sleep record with that id.")
+    await repository.delete(session, record.id)
+    payload = {
+        "record_id": str(record.id),
+        "user_id": str(user_id),
+        "clocked_in_at": record.clocked_in_at.isoformat(),
+        "duration": record.duration_s,
+    }
+    await events.publish(session, EventKind.RECORD_DELETED, payload)

@@ -7,6 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
+from goodnight.jobs.events import Events
+from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
@@ -48,7 +50,7 @@ async def _lock_pair(
     return target
 
 
-async def follow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
+async def follow(session: AsyncSession, events: Events, me: uuid.UUID, raw_target: str) -> User:
     target = await _lock_pair(session, me, raw_target, self_error=CannotFollowSelf())
     row = await repository.get_for_update(session, me, target)
     if row is not None and row.active:
@@ -64,10 +66,12 @@ async def follow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
     except IntegrityError as exc:  # defence in depth; the user-row locks already serialise this pair
         raise AlreadyFollowing() from exc
     await users.add_to_counters(session, me, target, +1)
+    # Applied right after commit too, so the follower's very next feed read already has the followee's week.
+    await events.publish(session, EventKind.FOLLOWED, _pair(me, target), apply_now=True)
     return await _user(session, target)
 
 
-async def unfollow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> User:
+async def unfollow(session: AsyncSession, events: Events, me: uuid.UUID, raw_target: str) -> User:
     target = await _lock_pair(session, me, raw_target, self_error=NotFollowing())
     row = await repository.get_for_update(session, me, target)
     if row is None or not row.active:
@@ -75,7 +79,14 @@ async def unfollow(session: AsyncSession, me: uuid.UUID, raw_target: str) -> Use
     row.active = False
     await session.flush()
     await users.add_to_counters(session, me, target, -1)
+    # Feed reads already hide unfollowed users (every page is checked against the database); the event only
+    # frees the timeline entries.
+    await events.publish(session, EventKind.UNFOLLOWED, _pair(me, target))
     return await _user(session, target)
+
+
+def _pair(follower: uuid.UUID, followed: uuid.UUID) -> dict[str, str]:
+    return {"follower_id": str(follower), "followed_id": str(followed)}
 
 
 async def _user(session: AsyncSession, user_id: uuid.UUID) -> User:

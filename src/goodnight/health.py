@@ -1,0 +1,71 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from goodnight.deps import ServicesDep
+from goodnight.errors import GoodnightError, error_responses
+from goodnight.jobs import outbox
+from goodnight.timeline.redis_client import REDIS_ERRORS
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+
+class Health(BaseModel):
+    status: str
+
+
+class OutboxBacklog(BaseModel):
+    pending: int
+    in_flight: int
+    dead: int
+    oldest_age_seconds: float | None
+
+
+class Readiness(BaseModel):
+    status: str  # "ok", or "degraded" while Redis is away (feeds are then served from SQL)
+    database: str  # "ok" or "down"
+    redis: str  # "ok", "down" or "disabled"
+    outbox: OutboxBacklog | None
+
+
+@router.get("", response_model=Health)
+async def health() -> Health:
+    """Liveness: the process is up and serving."""
+    return Health(status="ok")
+
+
+class NotReady(GoodnightError):
+    status_code = 503
+    code = "unavailable"
+    default_message = "The database is not answering."
+
+
+@router.get("/ready", response_model=Readiness, responses=error_responses(503))
+async def ready(services: ServicesDep) -> Readiness:
+    """Readiness: 503 unless the database answers; Redis and the outbox backlog are reported."""
+    database, backlog = "ok", None
+    try:
+        async with services.database.reader() as session:
+            await session.execute(sa.text("SELECT 1"))
+            if services.timeline is not None:
+                backlog = OutboxBacklog(**dataclasses.asdict(await outbox.status(session)))
+    except Exception:  # any failure to reach the database means "not ready", never a 500
+        database = "down"
+    redis = "disabled"
+    if services.timeline is not None:
+        try:
+            await services.timeline.redis.ping()
+            redis = "ok"
+        except REDIS_ERRORS:
+            redis = "down"
+    if database == "down":
+        raise NotReady(details={"database": database, "redis": redis})
+    return Readiness(
+        status="degraded" if redis == "down" else "ok", database=database, redis=redis, outbox=backlog
+    )

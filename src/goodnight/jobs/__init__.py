@@ -1,0 +1,1 @@
+"""Background work: the transactional outbox and the workers that drain it."""

@@ -1,0 +1,164 @@
+"""The transactional outbox: events written with the data, claimed by workers under a lease.
+
+Delivery is at least once: a worker that dies mid-batch lets its lease run out and the rows are claimed
+again, so every handler must be idempotent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.kit.clock import to_utc, utcnow
+from goodnight.models import OutboxEvent
+
+MAX_ERROR_LENGTH = 2000
+MAX_BACKOFF_SECONDS = 300.0
+
+
+class EventKind(StrEnum):
+    SLEEP_COMPLETED = "sleep_completed"
+    RECORD_DELETED = "record_deleted"
+    FOLLOWED = "followed"
+    UNFOLLOWED = "unfollowed"
+
+
+async def enqueue(session: AsyncSession, kind: EventKind, payload: dict[str, Any]) -> None:
+    """Add an event to the caller's transaction: it exists if and only if the change commits."""
+    now = utcnow()
+    session.add(OutboxEvent(kind=kind.value, payload=payload, created_at=now, available_at=now, attempts=0))
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[Claimed]:
+    """Lease up to ``limit`` ready events to this worker (commit right after, before working on them).
+
+    ``SKIP LOCKED`` lets any number of workers claim concurrently without waiting on each other; SQLite has
+    no row locks, but its writers are serialised (BEGIN IMMEDIATE), which gives the same exclusivity.
+    """
+    now = utcnow()
+    ready = (
+        sa.select(OutboxEvent.id)
+        .where(
+            OutboxEvent.dead_at.is_(None),
+            OutboxEvent.available_at <= now,
+            sa.or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
+        )
+        .order_by(OutboxEvent.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(await session.scalars(ready))
+    if not ids:
+        return []
+    await session.execute(
+        sa.update(OutboxEvent)
+        .where(OutboxEvent.id.in_(ids))
+        .values(claimed_until=now + lease, attempts=OutboxEvent.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    rows = await session.execute(
+        sa.select(OutboxEvent.id, OutboxEvent.kind, OutboxEvent.payload, OutboxEvent.attempts)
+        .where(OutboxEvent.id.in_(ids))
+        .order_by(OutboxEvent.id)
+    )
+    return [Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3]) for row in rows]
+
+
+async def complete(session: AsyncSession, ids: list[int]) -> None:
+    if ids:
+        await session.execute(
+            sa.delete(OutboxEvent).where(OutboxEvent.id.in_(ids)).execution_options(synchronize_session=False)
+        )
+
+
+def backoff(attempts: int) -> timedelta:
+    """Exponential with full jitter: 0.5 s, 1 s, 2 s ... capped at 5 minutes."""
+    ceiling = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311  (jitter, not secrets)
+
+
+async def fail(session: AsyncSession, event: Claimed, error: str, *, max_attempts: int) -> bool:
+    """Record a failure: retry later, or park the event as dead. Returns True when it was parked."""
+    now = utcnow()
+    dead = event.attempts >= max_attempts
+    values: dict[str, Any] = {"claimed_until": None, "last_error": error[:MAX_ERROR_LENGTH]}
+    if dead:
+        values["dead_at"] = now
+    else:
+        values["available_at"] = now + backoff(event.attempts)
+    await session.execute(
+        sa.update(OutboxEvent)
+        .where(OutboxEvent.id == event.id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return dead
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    pending: int
+    in_flight: int
+    dead: int
+    oldest_age_seconds: float | None
+
+
+async def status(session: AsyncSession) -> OutboxStatus:
+    now = utcnow()
+    live = OutboxEvent.dead_at.is_(None)
+    leased = sa.and_(live, OutboxEvent.claimed_until.is_not(None), OutboxEvent.claimed_until >= now)
+    # SUM(CASE ...) rather than COUNT(*) FILTER: MariaDB has no FILTER clause.
+    row = (
+        await session.execute(
+            sa.select(
+                _count_where(live),
+                _count_where(leased),
+                _count_where(OutboxEvent.dead_at.is_not(None)),
+                sa.func.min(sa.case((live, OutboxEvent.created_at), else_=None)).label("oldest"),
+            )
+        )
+    ).one()
+    total_live, in_flight, dead, oldest = (int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), row[3])
+    oldest_at = _as_time(oldest)
+    return OutboxStatus(
+        pending=total_live - in_flight,
+        in_flight=in_flight,
+        dead=dead,
+        oldest_age_seconds=None if oldest_at is None else round((now - oldest_at).total_seconds(), 3),
+    )
+
+
+def _count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def _as_time(value: Any) -> datetime | None:
+    # MIN over a CASE loses the column type on some backends (SQLite hands back the stored text).
+    if value is None or isinstance(value, datetime):
+        return None if value is None else to_utc(value)
+    return to_utc(datetime.fromisoformat(str(value)))
+
+
+async def retry_dead(session: AsyncSession) -> int:
+    """Give every parked event a fresh set of attempts; returns how many."""
+    result = await session.execute(
+        sa.update(OutboxEvent)
+        .where(OutboxEvent.dead_at.is_not(None))
+        .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,87 @@
+"""The outbox worker: claim a batch under a lease, apply each event, delete what succeeded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from goodnight.config import Settings
+from goodnight.db import Database
+from goodnight.jobs import outbox
+from goodnight.jobs.events import Apply
+
+logger = logging.getLogger("goodnight.worker")
+BATCH_SIZE = 50
+
+
+class Worker:
+    def __init__(self, database: Database, apply: Apply, settings: Settings, *, batch_size: int = BATCH_SIZE):
+        self.database = database
+        self.apply = apply
+        self.lease = timedelta(seconds=settings.outbox_lease_seconds)
+        self.max_attempts = settings.outbox_max_attempts
+        self.poll_seconds = settings.outbox_poll_seconds
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Work was just committed in this process: stop waiting for the next poll."""
+        self._wake.set()
+
+    async def drain_once(self) -> int:
+        """Process one batch; returns how many events were claimed."""
+        async with self.database.writer() as session:
+            claimed = await outbox.claim(session, limit=self.batch_size, lease=self.lease)
+            await session.commit()
+        done: list[int] = []
+        for event in claimed:
+            try:
+                await self.apply(event.kind, event.payload)
+            except Exception as exc:
+                await self._failed(event, exc)
+            else:
+                done.append(event.id)
+        if done:
+            async with self.database.writer() as session:
+                await outbox.complete(session, done)
+                await session.commit()
+        return len(claimed)
+
+    async def _failed(self, event: outbox.Claimed, exc: Exception) -> None:
+        async with self.database.writer() as session:
+            dead = await outbox.fail(
+                session, event, f"{type(exc).__name__}: {exc}", max_attempts=self.max_attempts
+            )
+            await session.commit()
+        log = logger.error if dead else logger.warning
+        log(
+            "outbox event %s (%s) failed on attempt %s%s: %s",
+            event.id,
+            event.kind,
+            event.attempts,
+            " and is parked as dead" if dead else "",
+            exc,
+        )
+
+    async def drain(self) -> int:
+        """Process until nothing is ready (tests, and 'goodnight outbox drain')."""
+        total = 0
+        while count := await self.drain_once():
+            total += count
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set, waking early when this process commits new events."""
+        while not stop.is_set():
+            try:
+                claimed = await self.drain_once()
+            except Exception:
+                logger.exception("outbox worker error; retrying shortly")
+                claimed = 0
+            if claimed:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)

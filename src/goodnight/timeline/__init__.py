@@ -1,0 +1,1 @@
+"""Precomputed followings timelines in Redis (fanout on write, celebrities merged on read)."""

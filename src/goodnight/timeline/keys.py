@@ -1,0 +1,63 @@
+"""Key names and member encoding for the Redis timelines.
+
+A timeline is one sorted set per reader per UTC day of clock-in, ``gn:tl:{<reader>}:<yyyymmdd>``, expiring
+when every record in it has left the 7-day window: Redis frees the memory itself, no sweeper scans keys.
+The ``{<reader>}`` hash tag puts all of a reader's keys in one Redis Cluster slot.
+
+Members are 20 bytes: the duration (4 bytes, big-endian) then the record's UUID (16 bytes), all with score 0,
+so the set's lexicographic order is exactly the feed's ``(duration, id)`` order and a cursor is a ZRANGE
+BYLEX bound: an index seek, never an offset.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+
+PREFIX = "gn"
+WINDOW_DAYS = 7
+# One hash tag for both, so they share a Cluster slot and can be deleted together.
+CELEBRITIES = f"{PREFIX}:{{celebs}}"
+# Present once the celebrity set has been (re)built from the database.
+CELEBRITIES_READY = f"{PREFIX}:{{celebs}}:ready"
+_DURATION = struct.Struct(">I")
+MEMBER_SIZE = _DURATION.size + 16
+
+
+def bucket_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def bucket_key(reader: uuid.UUID, day: date) -> str:
+    return f"{PREFIX}:tl:{{{reader.hex}}}:{day:%Y%m%d}"
+
+
+def marker_key(reader: uuid.UUID) -> str:
+    """Exists while the reader's timeline is complete and kept up to date ("warm")."""
+    return f"{PREFIX}:tm:{{{reader.hex}}}"
+
+
+def rebuild_lock_key(reader: uuid.UUID) -> str:
+    return f"{PREFIX}:tr:{{{reader.hex}}}"
+
+
+def bucket_days(since: datetime, now: datetime) -> list[date]:
+    """Every day that can hold a record clocked in between ``since`` and ``now``, newest first."""
+    first, last = bucket_day(since), bucket_day(now)
+    return [last - timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def expire_at(day: date) -> int:
+    """A record clocked in on ``day`` leaves the window by the start of day + 8 at the latest."""
+    return int(datetime.combine(day + timedelta(days=WINDOW_DAYS + 1), time(), tzinfo=UTC).timestamp())
+
+
+def member(duration: int, record_id: uuid.UUID) -> bytes:
+    return _DURATION.pack(duration) + record_id.bytes
+
+
+def parse_member(raw: bytes) -> tuple[int, uuid.UUID]:
+    if len(raw) != MEMBER_SIZE:
+        raise ValueError(f"not a timeline member: {raw!r}")
+    return _DURATION.unpack_from(raw)[0], uuid.UUID(bytes=raw[_DURATION.size :])

@@ -1,0 +1,196 @@
+"""Serving a feed page from the Redis timeline, or saying it cannot (the caller then uses SQL).
+
+A page from Redis is assembled from candidates, never trusted blindly:
+1. up to N+1 members after the cursor, merged across the reader's day buckets (one round trip);
+2. checked against the database in one query by id (still followed, not deleted, inside the window), which
+   also makes every race between fanout and unfollow/delete harmless;
+3. merged with the records of followed celebrities, which are never fanned out.
+A cold timeline (never built, expired through inactivity, or lost by Redis) is answered from SQL and rebuilt
+in the background; Redis failures trip a breaker and the feed is served from SQL meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from goodnight.config import Settings
+from goodnight.db import Database
+from goodnight.feed.repository import FeedRow, feed_rows
+from goodnight.kit.clock import utcnow
+from goodnight.timeline import keys, repository
+from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
+from goodnight.timeline.store import TimelineStore
+
+logger = logging.getLogger("goodnight.timeline")
+WINDOW = timedelta(days=keys.WINDOW_DAYS)
+# How often a reader's activity is written back to the database (it decides who gets fanout).
+SEEN_REFRESH_SECONDS = 3600
+# Candidates fetched beyond what the page needs, to absorb the few that fail the database check.
+SLACK = 4
+MAX_ROUNDS = 8
+
+
+def _order_key(row: FeedRow) -> tuple[int, uuid.UUID]:
+    return row.duration, row.id
+
+
+class TimelineReader:
+    def __init__(self, database: Database, store: TimelineStore, settings: Settings) -> None:
+        self.database = database
+        self.store = store
+        self.breaker = Breaker()
+        self.celebrity_threshold = settings.celebrity_threshold
+        # The marker lives a little less than the activity window, so a timeline goes cold before fanout
+        # stops reaching its reader.
+        self.marker_ttl = max(settings.active_days * 86400 - SEEN_REFRESH_SECONDS, 60)
+        self._background: set[asyncio.Task[None]] = set()
+        # Pages answered from Redis vs handed back to SQL: what an operator (or a test) needs to see.
+        self.served = 0
+        self.declined = 0
+
+    async def page(
+        self,
+        session: AsyncSession,
+        reader: uuid.UUID,
+        *,
+        since: datetime,
+        limit: int,
+        after: tuple[int, uuid.UUID] | None,
+    ) -> list[FeedRow] | None:
+        """Up to ``limit`` rows in feed order after ``after``, or None when Redis cannot answer truthfully."""
+        rows = await self._page(session, reader, since=since, limit=limit, after=after)
+        if rows is None:
+            self.declined += 1
+        else:
+            self.served += 1
+        return rows
+
+    async def _page(
+        self,
+        session: AsyncSession,
+        reader: uuid.UUID,
+        *,
+        since: datetime,
+        limit: int,
+        after: tuple[int, uuid.UUID] | None,
+    ) -> list[FeedRow] | None:
+        if not self.breaker.allows():
+            return None
+        try:
+            fanned = await self._from_timeline(session, reader, since=since, limit=limit, after=after)
+            if fanned is None:
+                return None
+            celebrities = await self.store.celebrities()
+        except REDIS_ERRORS as exc:
+            logger.warning("redis unavailable, serving the feed from SQL: %s", exc)
+            self.breaker.trip()
+            return None
+        if celebrities is None:
+            self._spawn(self._rebuild_celebrities())
+            return None
+        if not celebrities:
+            return fanned
+        merged = await feed_rows(session, reader, since=since, limit=limit, after=after, authors=celebrities)
+        unique = {row.id: row for row in [*fanned, *merged]}
+        return sorted(unique.values(), key=_order_key, reverse=True)[:limit]
+
+    async def _from_timeline(
+        self,
+        session: AsyncSession,
+        reader: uuid.UUID,
+        *,
+        since: datetime,
+        limit: int,
+        after: tuple[int, uuid.UUID] | None,
+    ) -> list[FeedRow] | None:
+        now = utcnow()
+        days = keys.bucket_days(since, now)
+        cursor = keys.member(*after) if after is not None else None
+        valid: list[FeedRow] = []
+        for _ in range(MAX_ROUNDS):
+            wanted = limit - len(valid)
+            candidates, seen = await self.store.read(reader, days, cursor, wanted + SLACK)
+            if candidates is None or seen is None:
+                self._spawn(self._rebuild(reader))
+                return None
+            if not valid and time.time() - seen > SEEN_REFRESH_SECONDS:
+                self._spawn(self._mark_seen(reader))
+            if candidates.members:
+                ids = [keys.parse_member(member)[1] for member in candidates.members]
+                checked = {
+                    row.id: row
+                    for row in await feed_rows(session, reader, since=since, limit=len(ids), ids=ids)
+                }
+                valid.extend(checked[record_id] for record_id in ids if record_id in checked)
+                cursor = candidates.members[-1]
+            if len(valid) >= limit or candidates.exhausted:
+                return valid[:limit]
+        return None  # a timeline this full of stale entries is better answered by SQL (and rebuilt)
+
+    def _spawn(self, work: object) -> None:
+        assert asyncio.iscoroutine(work)
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)  # keep a reference until done, or the task may be collected mid-flight
+        task.add_done_callback(self._background.discard)
+
+    async def _rebuild(self, reader: uuid.UUID) -> None:
+        try:
+            await self.rebuild(reader)
+        except Exception:  # background work: log, the next read tries again
+            logger.exception("timeline rebuild failed for %s", reader)
+
+    async def rebuild(self, reader: uuid.UUID) -> bool:
+        """Rebuild a reader's timeline from one SQL query. Returns False if another process is on it.
+
+        The order matters: the old keys go first, then the reader is marked active (so fanout includes them
+        from here on), then the database is read. Anything committed before that read is in it; anything
+        fanned out after the keys were dropped is kept, since loading only adds.
+        """
+        if not await self.store.lock_rebuild(reader):
+            return False
+        try:
+            now = utcnow()
+            since = now - WINDOW
+            await self.store.clear(reader, keys.bucket_days(since, now))
+            async with self.database.writer() as session:
+                await repository.mark_active(session, reader, now)
+                await session.commit()
+            async with self.database.reader() as session:
+                entries = await repository.reader_entries(session, reader, since)
+            await self.store.fill(reader, entries, seen=time.time(), ttl_seconds=self.marker_ttl)
+            return True
+        finally:
+            await self.store.unlock_rebuild(reader)
+
+    async def _mark_seen(self, reader: uuid.UUID) -> None:
+        try:
+            async with self.database.writer() as session:
+                await repository.mark_active(session, reader, utcnow())
+                await session.commit()
+            await self.store.mark_seen(reader, seen=time.time(), ttl_seconds=self.marker_ttl)
+        except Exception:
+            logger.exception("could not record activity for %s", reader)
+
+    async def _rebuild_celebrities(self) -> None:
+        try:
+            await self.rebuild_celebrities()
+        except Exception:
+            logger.exception("celebrity set rebuild failed")
+
+    async def rebuild_celebrities(self) -> None:
+        # Same order as timelines: forget, then read, then load; a concurrent SADD after the forget survives.
+        await self.store.forget_celebrities()
+        async with self.database.reader() as session:
+            ids = await repository.celebrity_ids(session, self.celebrity_threshold)
+        await self.store.load_celebrities(ids)
+
+    async def drain_background(self) -> None:
+        """Wait for rebuilds in flight (shutdown, tests)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

@@ -1,0 +1,37 @@
+"""Connecting to Redis (single node or Cluster), and failing fast while it is away."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis, RedisCluster
+from redis.exceptions import RedisError
+
+from goodnight.config import Settings
+
+RedisClient = Redis | RedisCluster
+# Anything a Redis call can raise when the server is slow, gone, flushed mid-operation or re-sharding.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+
+def connect(settings: Settings) -> RedisClient:
+    assert settings.redis_url is not None
+    url = settings.redis_url
+    if settings.redis_cluster:
+        return RedisCluster.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5)
+    return Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5, health_check_interval=15)
+
+
+class Breaker:
+    """After a Redis failure, readers skip Redis for a moment (serving from SQL) instead of each one waiting
+    for a connect timeout; the next attempt after the cool-down finds out whether it is back."""
+
+    def __init__(self, cooldown_seconds: float = 1.0) -> None:
+        self._cooldown = cooldown_seconds
+        self._closed_until = 0.0
+
+    def allows(self) -> bool:
+        return time.monotonic() >= self._closed_until
+
+    def trip(self) -> None:
+        self._closed_until = time.monotonic() + self._cooldown

@@ -1,0 +1,133 @@
+"""Redis operations on timelines. Every call here is idempotent, so outbox redelivery is harmless."""
+
+from __future__ import annotations
+
+import heapq
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from goodnight.timeline import keys
+from goodnight.timeline.redis_client import RedisClient
+
+Entry = tuple[date, bytes]  # (bucket day, member)
+REBUILD_LOCK_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    members: list[bytes]  # newest-first in feed order: (duration, id) descending
+    exhausted: bool  # True when no member past the last one exists in these buckets
+
+
+def _by_day(entries: Iterable[Entry]) -> dict[date, list[bytes]]:
+    grouped: dict[date, list[bytes]] = defaultdict(list)
+    for day, member in entries:
+        grouped[day].append(member)
+    return grouped
+
+
+class TimelineStore:
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+
+    async def add(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
+        """Put entries into each reader's timeline: one pipeline (one round trip) for the whole batch."""
+        grouped = _by_day(entries)
+        if not readers or not grouped:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for reader in readers:
+            for day, members in grouped.items():
+                key = keys.bucket_key(reader, day)
+                pipe.zadd(key, dict.fromkeys(members, 0))
+                pipe.expireat(key, keys.expire_at(day))
+        await pipe.execute()
+
+    async def remove(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
+        grouped = _by_day(entries)
+        if not readers or not grouped:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for reader in readers:
+            for day, members in grouped.items():
+                pipe.zrem(keys.bucket_key(reader, day), *members)
+        await pipe.execute()
+
+    async def read(
+        self, reader: uuid.UUID, days: Sequence[date], after: bytes | None, count: int
+    ) -> tuple[Candidates | None, float | None]:
+        """Up to ``count`` members after the cursor ``after``, merged across day buckets, in one round trip.
+
+        Returns ``(None, None)`` when the timeline is cold (no marker): it must not be served as the truth.
+        Also returns when the reader was last marked active (seconds since the epoch).
+        """
+        upper = b"(" + after if after is not None else b"+"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(keys.marker_key(reader), "seen")
+        for day in days:
+            pipe.zrange(keys.bucket_key(reader, day), upper, b"-", desc=True, bylex=True, offset=0, num=count)
+        seen, *per_day = await pipe.execute()
+        if seen is None:
+            return None, None
+        merged = list(heapq.merge(*per_day, reverse=True))
+        exhausted = all(len(found) < count for found in per_day) and len(merged) <= count
+        return Candidates(merged[:count], exhausted), float(seen)
+
+    async def clear(self, reader: uuid.UUID, days: Sequence[date]) -> None:
+        """Forget a reader's timeline (marker first, so nobody reads it while it is rebuilt)."""
+        await self.redis.delete(keys.marker_key(reader), *(keys.bucket_key(reader, day) for day in days))
+
+    async def fill(
+        self, reader: uuid.UUID, entries: Iterable[Entry], *, seen: float, ttl_seconds: int
+    ) -> None:
+        """Load a rebuilt timeline and mark it warm for ``ttl_seconds``."""
+        await self.add([reader], entries)
+        await self.mark_seen(reader, seen=seen, ttl_seconds=ttl_seconds)
+
+    async def mark_seen(self, reader: uuid.UUID, *, seen: float, ttl_seconds: int) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(keys.marker_key(reader), "seen", str(seen))
+        pipe.expire(keys.marker_key(reader), ttl_seconds)
+        await pipe.execute()
+
+    async def lock_rebuild(self, reader: uuid.UUID) -> bool:
+        """One rebuild per reader at a time, across every API process."""
+        return bool(
+            await self.redis.set(keys.rebuild_lock_key(reader), b"1", nx=True, ex=REBUILD_LOCK_SECONDS)
+        )
+
+    async def unlock_rebuild(self, reader: uuid.UUID) -> None:
+        await self.redis.delete(keys.rebuild_lock_key(reader))
+
+    # Celebrities: a global set of users whose records are merged at read time instead of fanned out.
+
+    async def celebrities(self) -> set[uuid.UUID] | None:
+        """The celebrity set, or None when it must be rebuilt (Redis lost it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.exists(keys.CELEBRITIES_READY)
+        pipe.smembers(keys.CELEBRITIES)
+        ready, members = await pipe.execute()
+        if not ready:
+            return None
+        return {uuid.UUID(bytes=raw) for raw in members}
+
+    async def is_celebrity(self, user_id: uuid.UUID) -> bool:
+        return bool(await self.redis.sismember(keys.CELEBRITIES, user_id.bytes))  # type: ignore[arg-type]
+
+    async def add_celebrity(self, user_id: uuid.UUID) -> None:
+        await self.redis.sadd(keys.CELEBRITIES, user_id.bytes)
+
+    async def remove_celebrity(self, user_id: uuid.UUID) -> None:
+        await self.redis.srem(keys.CELEBRITIES, user_id.bytes)
+
+    async def forget_celebrities(self) -> None:
+        await self.redis.delete(keys.CELEBRITIES_READY, keys.CELEBRITIES)
+
+    async def load_celebrities(self, user_ids: Iterable[uuid.UUID]) -> None:
+        members = [user_id.bytes for user_id in user_ids]
+        if members:
+            await self.redis.sadd(keys.CELEBRITIES, *members)
+        await self.redis.set(keys.CELEBRITIES_READY, b"1")
