@@ -45,7 +45,7 @@ def build_services(settings: Settings) -> Services:
         timeline = Timeline.build(settings, database)
         wake = timeline.worker.wake if settings.embedded_worker else None
         services.timeline = timeline
-        services.events = Events(enabled=True, apply=timeline.fanout.apply, wake=wake)
+        services.events = Events(enabled=True, apply=timeline.apply_now, wake=wake)
     return services
 
 

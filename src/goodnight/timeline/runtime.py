@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.jobs.worker import Worker
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.reader import TimelineReader
-from goodnight.timeline.redis_client import RedisClient, connect
+from goodnight.timeline.redis_client import REDIS_ERRORS, RedisClient, connect
 from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")
@@ -40,6 +41,17 @@ class Timeline:
             reader=TimelineReader(database, store, settings),
             worker=Worker(database, fanout.apply, settings),
         )
+
+    async def apply_now(self, kind: str, payload: dict[str, Any]) -> None:
+        """Apply an event inside the request that caused it (read-your-writes), unless Redis is known to be
+        away: then the request must not wait for a timeout, and the outbox applies the event later."""
+        if not self.reader.breaker.allows():
+            return
+        try:
+            await self.fanout.apply(kind, payload)
+        except REDIS_ERRORS:
+            self.reader.breaker.trip()
+            raise
 
     def start_worker(self) -> None:
         """Run one outbox worker inside this process (what makes a single 'goodnight serve' complete)."""
