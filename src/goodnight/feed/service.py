@@ -20,7 +20,7 @@ from goodnight.feed.schemas import FeedItem, FeedPage, FeedPagination
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.keyset import split_page
-from goodnight.timeline.reader import TimelineReader
+from goodnight.timeline.reader import PageRequest, TimelineReader
 from goodnight.users import repository as users
 from goodnight.users.schemas import UserSummary
 
@@ -70,7 +70,7 @@ async def followings_feed(
     rows = None
     if timeline is not None and start_index is None:
         # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer).
-        rows = await timeline.page(session, user_id, since=since, limit=per_page + 1, after=after)
+        rows = await timeline.page(session, PageRequest(user_id, since, per_page + 1, after))
     if rows is None:
         rows = await feed_rows(
             session, user_id, since=since, limit=per_page + 1, after=after, offset=start_index or 0

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,6 +37,14 @@ SLACK = 4
 MAX_ROUNDS = 8
 
 
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    reader: uuid.UUID
+    since: datetime  # the window's start, pinned by the cursor for a whole scroll
+    limit: int
+    after: tuple[int, uuid.UUID] | None  # (duration, id) of the last row already seen
+
+
 def _order_key(row: FeedRow) -> tuple[int, uuid.UUID]:
     return row.duration, row.id
 
@@ -54,36 +63,20 @@ class TimelineReader:
         self.served = 0
         self.declined = 0
 
-    async def page(
-        self,
-        session: AsyncSession,
-        reader: uuid.UUID,
-        *,
-        since: datetime,
-        limit: int,
-        after: tuple[int, uuid.UUID] | None,
-    ) -> list[FeedRow] | None:
+    async def page(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
         """Up to ``limit`` rows in feed order after ``after``, or None when Redis cannot answer truthfully."""
-        rows = await self._page(session, reader, since=since, limit=limit, after=after)
+        rows = await self._page(session, request)
         if rows is None:
             self.declined += 1
         else:
             self.served += 1
         return rows
 
-    async def _page(
-        self,
-        session: AsyncSession,
-        reader: uuid.UUID,
-        *,
-        since: datetime,
-        limit: int,
-        after: tuple[int, uuid.UUID] | None,
-    ) -> list[FeedRow] | None:
+    async def _page(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
         if not self.breaker.allows():
             return None
         try:
-            fanned = await self._from_timeline(session, reader, since=since, limit=limit, after=after)
+            fanned = await self._from_timeline(session, request)
             if fanned is None:
                 return None
             celebrities = await self.store.celebrities()
@@ -96,22 +89,21 @@ class TimelineReader:
             return None
         if not celebrities:
             return fanned
-        merged = await feed_rows(session, reader, since=since, limit=limit, after=after, authors=celebrities)
+        merged = await feed_rows(
+            session,
+            request.reader,
+            since=request.since,
+            limit=request.limit,
+            after=request.after,
+            authors=celebrities,
+        )
         unique = {row.id: row for row in [*fanned, *merged]}
-        return sorted(unique.values(), key=_order_key, reverse=True)[:limit]
+        return sorted(unique.values(), key=_order_key, reverse=True)[: request.limit]
 
-    async def _from_timeline(
-        self,
-        session: AsyncSession,
-        reader: uuid.UUID,
-        *,
-        since: datetime,
-        limit: int,
-        after: tuple[int, uuid.UUID] | None,
-    ) -> list[FeedRow] | None:
-        now = utcnow()
-        days = keys.bucket_days(since, now)
-        cursor = keys.member(*after) if after is not None else None
+    async def _from_timeline(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
+        reader, since, limit = request.reader, request.since, request.limit
+        days = keys.bucket_days(since, utcnow())
+        cursor = keys.member(*request.after) if request.after is not None else None
         valid: list[FeedRow] = []
         for _ in range(MAX_ROUNDS):
             wanted = limit - len(valid)

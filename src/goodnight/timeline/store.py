@@ -35,6 +35,14 @@ class TimelineStore:
 
     async def add(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
         """Put entries into each reader's timeline: one pipeline (one round trip) for the whole batch."""
+        await self._each_bucket(readers, entries, remove=False)
+
+    async def remove(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
+        await self._each_bucket(readers, entries, remove=True)
+
+    async def _each_bucket(
+        self, readers: Sequence[uuid.UUID], entries: Iterable[Entry], *, remove: bool
+    ) -> None:
         grouped = _by_day(entries)
         if not readers or not grouped:
             return
@@ -42,18 +50,11 @@ class TimelineStore:
         for reader in readers:
             for day, members in grouped.items():
                 key = keys.bucket_key(reader, day)
-                pipe.zadd(key, dict.fromkeys(members, 0))
-                pipe.expireat(key, keys.expire_at(day))
-        await pipe.execute()
-
-    async def remove(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
-        grouped = _by_day(entries)
-        if not readers or not grouped:
-            return
-        pipe = self.redis.pipeline(transaction=False)
-        for reader in readers:
-            for day, members in grouped.items():
-                pipe.zrem(keys.bucket_key(reader, day), *members)
+                if remove:
+                    pipe.zrem(key, *members)
+                else:
+                    pipe.zadd(key, dict.fromkeys(members, 0))
+                    pipe.expireat(key, keys.expire_at(day))
         await pipe.execute()
 
     async def read(
