@@ -57,7 +57,9 @@ async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[
             OutboxEvent.available_at <= now,
             sa.or_(OutboxEvent.claimed_until.is_(None), OutboxEvent.claimed_until < now),
         )
-        .order_by(OutboxEvent.id)
+        # The order of ix_outbox_ready itself. Ordering by id alone makes MariaDB sort, and to sort it reads
+        # and locks every ready row, so a concurrent claim would SKIP LOCKED past the whole outbox.
+        .order_by(OutboxEvent.available_at, OutboxEvent.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
