@@ -26,7 +26,12 @@ from tests.support.envelope import assert_error, assert_request_id, assert_valid
 LOGIN_KEYS = {"token", "token_type", "expires_in", "message"}
 OTHER_SECRET = "another-secret-9876543210-zyxwvutsrqponmlkjihgfedcba"
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
-PUBLIC_ROUTES = {("POST", "/api/v1/users"), ("POST", "/api/v1/auth/login"), ("GET", "/api/v1/health")}
+PUBLIC_ROUTES = {
+    ("POST", "/api/v1/users"),
+    ("POST", "/api/v1/auth/login"),
+    ("GET", "/api/v1/health"),
+    ("GET", "/api/v1/health/ready"),  # for load balancers and orchestrators, which hold no token
+}
 
 
 def b64url(data: bytes) -> str:
@@ -239,7 +244,7 @@ async def test_token_for_unknown_user(api: Api, client: httpx.AsyncClient) -> No
     assert profile["followers_count"] == 0
 
 
-def test_every_route_but_registration_login_and_health_needs_a_token() -> None:
+def test_every_route_but_registration_login_and_health_checks_needs_a_token() -> None:
     public = {(method, path) for method, path, needs_token in ALL_ROUTES if not needs_token}
     assert public == PUBLIC_ROUTES
     assert ("GET", "/api/v1/users/me") in AUTHENTICATED_ROUTES
