@@ -183,8 +183,6 @@ async def main() -> None:
 
         # Fanout throughput: one worker, 1,000 active followers, one clock-out event at a time.
         fans = await _fans(settings, data["normal"]["id"])
-        for fan in fans:
-            await timeline.store.mark_seen(fan, seen=time.time(), ttl_seconds=3600)
         normal_ms, star_ms, normal_request, star_request = [], [], [], []
         for author, handler_samples, request_samples in (
             (data["normal"], normal_ms, normal_request),

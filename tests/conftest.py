@@ -71,6 +71,9 @@ async def timeline_app(database: TestDatabase, redis_server: RedisServer) -> Asy
         redis_url=redis_server.url,
         celebrity_threshold=CELEBRITY_THRESHOLD,
         embedded_worker=False,
+        # Tests leave events in the outbox on purpose (read-your-writes without a worker); on a loaded
+        # machine a one-second lag allowance would make the reader decline at random.
+        timeline_max_lag_seconds=300,
     )
     application = create_app(settings)
     async with application.router.lifespan_context(application):

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     outbox_max_attempts: int = Field(default=10, ge=1)
     outbox_poll_seconds: float = Field(default=0.2, gt=0)
     fanout_batch_size: int = Field(default=1000, ge=1)
+    # Feeds come from SQL while the oldest unapplied outbox event is older than this: a timeline that is
+    # behind on its writes must not be served as the truth.
+    timeline_max_lag_seconds: float = Field(default=1.0, gt=0)
     jwt_secret: SecretStr | None = None
     jwt_ttl_seconds: int = Field(default=7200, ge=60, le=30 * 24 * 3600)
     # Argon2id cost. The defaults are RFC 9106's low-memory profile; tests lower them to stay fast.

@@ -111,6 +111,33 @@ async def fail(session: AsyncSession, event: Claimed, error: str, *, max_attempt
     return dead
 
 
+async def release(session: AsyncSession, event: Claimed, error: str, *, delay: timedelta) -> None:
+    """Hand an event back without spending an attempt: what stopped it was the infrastructure (Redis away),
+    not the event, and an outage of any length must not park healthy events as dead."""
+    await session.execute(
+        sa.update(OutboxEvent)
+        .where(OutboxEvent.id == event.id)
+        .values(
+            claimed_until=None,
+            available_at=utcnow() + delay,
+            attempts=OutboxEvent.attempts - 1,
+            last_error=error[:MAX_ERROR_LENGTH],
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def oldest_pending_age(session: AsyncSession) -> float | None:
+    """Seconds since the oldest event still waiting was written; None when the outbox is caught up."""
+    oldest = await session.scalar(
+        sa.select(OutboxEvent.created_at)
+        .where(OutboxEvent.dead_at.is_(None))
+        .order_by(OutboxEvent.id)
+        .limit(1)
+    )
+    return None if oldest is None else (utcnow() - oldest).total_seconds()
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxStatus:
     pending: int

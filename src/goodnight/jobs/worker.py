@@ -14,12 +14,24 @@ from goodnight.jobs.events import Apply
 
 logger = logging.getLogger("goodnight.worker")
 BATCH_SIZE = 50
+# How soon an event is tried again when the infrastructure, not the event, failed.
+RETRY_TRANSIENT = timedelta(seconds=1)
 
 
 class Worker:
-    def __init__(self, database: Database, apply: Apply, settings: Settings, *, batch_size: int = BATCH_SIZE):
+    def __init__(
+        self,
+        database: Database,
+        apply: Apply,
+        settings: Settings,
+        *,
+        transient: tuple[type[BaseException], ...] = (),
+        batch_size: int = BATCH_SIZE,
+    ) -> None:
         self.database = database
         self.apply = apply
+        # Errors that mean "a dependency is away" (Redis unreachable): the event is handed back untouched.
+        self.transient = transient
         self.lease = timedelta(seconds=settings.outbox_lease_seconds)
         self.max_attempts = settings.outbox_max_attempts
         self.poll_seconds = settings.outbox_poll_seconds
@@ -36,9 +48,16 @@ class Worker:
             claimed = await outbox.claim(session, limit=self.batch_size, lease=self.lease)
             await session.commit()
         done: list[int] = []
+        blocked: BaseException | None = None
         for event in claimed:
+            if blocked is not None:  # the dependency is away: hand the rest back without trying each one
+                await self._release(event, blocked)
+                continue
             try:
                 await self.apply(event.kind, event.payload)
+            except self.transient as exc:  # type: ignore[misc]
+                blocked = exc
+                await self._release(event, exc)
             except Exception as exc:
                 await self._failed(event, exc)
             else:
@@ -47,7 +66,14 @@ class Worker:
             async with self.database.writer() as session:
                 await outbox.complete(session, done)
                 await session.commit()
+        if blocked is not None:
+            logger.warning("outbox paused for %ss: %s", RETRY_TRANSIENT.total_seconds(), blocked)
         return len(claimed)
+
+    async def _release(self, event: outbox.Claimed, exc: BaseException) -> None:
+        async with self.database.writer() as session:
+            await outbox.release(session, event, f"{type(exc).__name__}: {exc}", delay=RETRY_TRANSIENT)
+            await session.commit()
 
     async def _failed(self, event: outbox.Claimed, exc: Exception) -> None:
         async with self.database.writer() as session:
@@ -56,12 +82,13 @@ class Worker:
             )
             await session.commit()
         log = logger.error if dead else logger.warning
+        parked = " and is parked as dead" if dead else ""
         log(
             "outbox event %s (%s) failed on attempt %s%s: %s",
             event.id,
             event.kind,
             event.attempts,
-            " and is parked as dead" if dead else "",
+            parked,
             exc,
         )
 

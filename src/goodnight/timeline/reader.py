@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.feed.repository import FeedRow, feed_rows
+from goodnight.jobs import outbox
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
 from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
@@ -35,6 +36,7 @@ SEEN_REFRESH_SECONDS = 3600
 # Candidates fetched beyond what the page needs, to absorb the few that fail the database check.
 SLACK = 4
 MAX_ROUNDS = 8
+CATCH_UP_RECHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ class TimelineReader:
         # The marker lives a little less than the activity window, so a timeline goes cold before fanout
         # stops reaching its reader.
         self.marker_ttl = max(settings.active_days * 86400 - SEEN_REFRESH_SECONDS, 60)
+        self.max_lag = settings.timeline_max_lag_seconds
+        # After a Redis failure seen here, nothing is served from Redis until the outbox is confirmed caught
+        # up: writes made meanwhile wait there, and a timeline that survived the outage does not have them.
+        self._suspect = False
+        self._caught_up = False
+        self._recheck_at = 0.0
         self._background: set[asyncio.Task[None]] = set()
         # Pages answered from Redis vs handed back to SQL: what an operator (or a test) needs to see.
         self.served = 0
@@ -72,8 +80,23 @@ class TimelineReader:
             self.served += 1
         return rows
 
+    def redis_failed(self) -> None:
+        self.breaker.trip()
+        self._suspect = True
+
+    async def _outbox_caught_up(self, session: AsyncSession) -> bool:
+        """True when no outbox event has waited longer than the allowed lag (checked twice a second at most,
+        and right away after a failure)."""
+        now = time.monotonic()
+        if self._suspect or now >= self._recheck_at:
+            age = await outbox.oldest_pending_age(session)
+            self._caught_up = age is None or age <= self.max_lag
+            self._recheck_at = now + CATCH_UP_RECHECK_SECONDS
+            self._suspect = self._suspect and not self._caught_up
+        return self._caught_up
+
     async def _page(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
-        if not self.breaker.allows():
+        if not self.breaker.allows() or not await self._outbox_caught_up(session):
             return None
         try:
             fanned = await self._from_timeline(session, request)
@@ -82,7 +105,7 @@ class TimelineReader:
             celebrities = await self.store.celebrities()
         except REDIS_ERRORS as exc:
             logger.warning("redis unavailable, serving the feed from SQL: %s", exc)
-            self.breaker.trip()
+            self.redis_failed()
             return None
         if celebrities is None:
             self._spawn(self._rebuild_celebrities())
@@ -138,7 +161,8 @@ class TimelineReader:
             logger.exception("timeline rebuild failed for %s", reader)
 
     async def rebuild(self, reader: uuid.UUID) -> bool:
-        """Rebuild a reader's timeline from one SQL query. Returns False if another process is on it.
+        """Rebuild a reader's timeline from one SQL query. False if another process is on it, or if Redis lost
+        data before it finished (the next read tries again).
 
         The order matters: the old keys go first, then the reader is marked active (so fanout includes them
         from here on), then the database is read. Anything committed before that read is in it; anything
@@ -155,8 +179,7 @@ class TimelineReader:
                 await session.commit()
             async with self.database.reader() as session:
                 entries = await repository.reader_entries(session, reader, since)
-            await self.store.fill(reader, entries, seen=time.time(), ttl_seconds=self.marker_ttl)
-            return True
+            return await self.store.fill(reader, entries, seen=time.time(), ttl_seconds=self.marker_ttl)
         finally:
             await self.store.unlock_rebuild(reader)
 

@@ -5,13 +5,24 @@ from __future__ import annotations
 import time
 
 from redis.asyncio import Redis, RedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError, RedisError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from goodnight.config import Settings
 
 RedisClient = Redis | RedisCluster
 # Anything a Redis call can raise when the server is slow, gone, flushed mid-operation or re-sharding.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+# The subset that means "Redis is away", as opposed to a command Redis refused (a bug, not an outage).
+REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    TryAgainError,
+    OSError,
+    TimeoutError,
+)
 
 
 def connect(settings: Settings) -> RedisClient:

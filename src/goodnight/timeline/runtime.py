@@ -13,7 +13,7 @@ from goodnight.db import Database
 from goodnight.jobs.worker import Worker
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.reader import TimelineReader
-from goodnight.timeline.redis_client import REDIS_ERRORS, RedisClient, connect
+from goodnight.timeline.redis_client import REDIS_ERRORS, REDIS_UNAVAILABLE, RedisClient, connect
 from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")
@@ -39,7 +39,7 @@ class Timeline:
             store=store,
             fanout=fanout,
             reader=TimelineReader(database, store, settings),
-            worker=Worker(database, fanout.apply, settings),
+            worker=Worker(database, fanout.apply, settings, transient=REDIS_UNAVAILABLE),
         )
 
     async def apply_now(self, kind: str, payload: dict[str, Any]) -> None:
@@ -50,7 +50,7 @@ class Timeline:
         try:
             await self.fanout.apply(kind, payload)
         except REDIS_ERRORS:
-            self.reader.breaker.trip()
+            self.reader.redis_failed()
             raise
 
     def start_worker(self) -> None:

@@ -29,9 +29,19 @@ def _by_day(entries: Iterable[Entry]) -> dict[date, list[bytes]]:
     return grouped
 
 
+# KEYS[1] = marker, KEYS[2] = the key that must still exist; one reader's keys share a slot (Cluster-safe).
+_MARK_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
 class TimelineStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
+        self._mark_if_exists = redis.register_script(_MARK_IF_EXISTS)
 
     async def add(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
         """Put entries into each reader's timeline: one pipeline (one round trip) for the whole batch."""
@@ -83,16 +93,21 @@ class TimelineStore:
 
     async def fill(
         self, reader: uuid.UUID, entries: Iterable[Entry], *, seen: float, ttl_seconds: int
-    ) -> None:
-        """Load a rebuilt timeline and mark it warm for ``ttl_seconds``."""
-        await self.add([reader], entries)
-        await self.mark_seen(reader, seen=seen, ttl_seconds=ttl_seconds)
+    ) -> bool:
+        """Load a rebuilt timeline and mark it warm for ``ttl_seconds``; False if Redis lost data meanwhile.
 
-    async def mark_seen(self, reader: uuid.UUID, *, seen: float, ttl_seconds: int) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hset(keys.marker_key(reader), "seen", str(seen))
-        pipe.expire(keys.marker_key(reader), ttl_seconds)
-        await pipe.execute()
+        The marker is only written while the rebuild lock still exists: if Redis was flushed or restarted
+        since the rebuild began, the lock is gone with the entries, and a marker over a partial timeline would
+        be served as the truth. Without the marker the next read simply rebuilds again.
+        """
+        await self.add([reader], entries)
+        key, lock = keys.marker_key(reader), keys.rebuild_lock_key(reader)
+        return bool(await self._mark_if_exists(keys=[key, lock], args=[str(seen), ttl_seconds]))
+
+    async def mark_seen(self, reader: uuid.UUID, *, seen: float, ttl_seconds: int) -> bool:
+        """Refresh a warm timeline's activity stamp and lifetime; never resurrect a marker Redis has lost."""
+        key = keys.marker_key(reader)
+        return bool(await self._mark_if_exists(keys=[key, key], args=[str(seen), ttl_seconds]))
 
     async def lock_rebuild(self, reader: uuid.UUID) -> bool:
         """One rebuild per reader at a time, across every API process."""
