@@ -1,0 +1,702 @@
+"""The followings feed against an in-memory reference model, driven by random programs of API calls.
+
+Hypothesis writes programs of register / follow / unfollow / clock-in / clock-out (back-dated, sometimes
+invalid on purpose) / delete calls, interleaved with feed reads. The model predicts the status and error
+code of every call, so model and API stay in lockstep, and every page of every user's feed (cursor paging at
+several page sizes, ``start_index`` paging, and scrolls that carry on while the data changes under them) must
+equal what the model says the feed is:
+
+    completed records of the users the caller currently follows, clocked in at or after now - 7 days,
+    ordered by duration (whole seconds, floored) descending, then id descending.
+
+After every successful follow, unfollow and delete, the feeds it changes are read at once and must already
+show it. Times are whole milliseconds (epoch ms ints in the model), relative to a "now" taken when each
+example starts. No clock-in is generated within ``MARGIN`` of the 7-day (or the 30-day) boundary, so the time
+an example takes to run can never move a record across the window.
+
+``pytest tests/test_feed_model.py --hypothesis-show-statistics`` shows how often each answer of the API and
+each interesting feed shape (equal durations, a scroll carried on later) was exercised.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, Phase, event, given, note, settings
+from hypothesis import strategies as st
+
+from goodnight.deps import Services
+from tests.support.api import Api, Member
+from tests.support.databases import truncate
+
+SECOND = 1000
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+WINDOW = 7 * DAY
+MAX_BACKDATE = 30 * DAY
+# No generated clock-in lies within this distance of a window boundary; an example must finish inside it.
+MARGIN = 2 * MINUTE
+# The API accepts times up to 60 s ahead of its clock; "future" times are generated at least this far ahead,
+# and the model calls a time "in the future" when it is more than half this ahead of the example's "now".
+FUTURE = 5 * MINUTE
+# "Fresh" clock-ins (usually valid ones) are generated between this long ago and an hour ago. A clock-out that
+# would run past "now" happens halfway between the clock-in and now instead, leaving room for the next record.
+OLDEST_FRESH_CLOCK_IN = 9 * DAY
+DEFAULT_PER_PAGE = 10
+HISTORY_PREVIEW = 20
+MAX_USERS = 5
+GHOST = -1  # an op target that is no user (or no record) at all
+MAX_EXAMPLES = 25  # per backend: some 25-40 s for the three on a quiet machine
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def now_ms() -> int:
+    return (datetime.now(UTC) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def iso(ms: int) -> str:
+    """The contract's time format: ``2026-11-28T22:30:00.000Z``."""
+    moment = _EPOCH + timedelta(milliseconds=ms)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
+
+
+def parse_iso(text: str) -> int:
+    assert text.endswith("Z"), text
+    return (datetime.fromisoformat(text) - _EPOCH) // timedelta(milliseconds=1)
+
+
+def humanized(seconds: int) -> str:
+    def unit(count: int, word: str) -> str:
+        return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+    hours, minutes, rest = seconds // 3600, seconds % 3600 // 60, seconds % 60
+    if hours == 0 and minutes == 0:
+        return unit(rest, "second")
+    parts = [unit(hours, "hour")] if hours else []
+    if minutes:
+        parts.append(unit(minutes, "minute"))
+    return " ".join(parts)
+
+
+# --- Programs -----------------------------------------------------------------------------------------------
+# User references are indexes, resolved modulo the number of users registered so far.
+
+
+@dataclass(frozen=True)
+class Register:
+    name: str | None
+
+
+@dataclass(frozen=True)
+class Follow:
+    actor: int
+    target: int  # GHOST: an id that belongs to nobody; == actor: oneself; otherwise never oneself
+    anyone: bool = True  # False: ``target`` picks among the users with records in the week not yet followed
+
+
+@dataclass(frozen=True)
+class Unfollow:
+    actor: int
+    target: int  # GHOST: an id that belongs to nobody; == actor: oneself; otherwise never oneself
+    anyone: bool = False  # False: ``target`` picks among the users the actor follows, if any
+
+
+ClockInKind = Literal["fresh", "raw", "inside", "now", "future", "too_old"]
+
+
+@dataclass(frozen=True)
+class ClockIn:
+    """``fresh``: ``value`` ms ago (1 h to 9 days), or when the actor's last record ends if that is later
+    (usually valid); ``raw``: ``value`` ms ago (often overlapping); ``inside``: ``value`` per mille of the way
+    through the actor's last record (overlapping it); ``now``: no body; ``future``: ``value`` ms after now +
+    5 min; ``too_old``: ``value`` ms more than 30 days ago."""
+
+    actor: int
+    kind: ClockInKind
+    value: int = 0
+
+
+ClockOutKind = Literal["after", "now", "not_after", "future"]
+
+
+@dataclass(frozen=True)
+class ClockOut:
+    """``after``: ``value`` ms after the clock-in (if that is past now: halfway to now); ``now``: no body;
+    ``not_after``: ``value`` ms before (or at) the clock-in; ``future``: ``value`` ms after now + 5 min."""
+
+    actor: int
+    kind: ClockOutKind
+    value: int = 0
+    anyone: bool = True  # False: ``actor`` picks among the users who are clocked in, if any
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A night: a clock-in then a clock-out by the same user, the way most records are made."""
+
+    clock_in: ClockIn
+    clock_out: ClockOut
+
+
+@dataclass(frozen=True)
+class Delete:
+    actor: int
+    owner: int  # whose record (usually the actor's own); GHOST: an id no record has
+    index: int  # which of the owner's records, ever created, deleted ones included
+
+
+@dataclass(frozen=True)
+class CheckFeeds:
+    per_page: int | None  # None: the default page size
+
+
+@dataclass(frozen=True)
+class Scroll:
+    """Read the next page of a scroll, whatever happened since its previous page. ``resume``: carry on the
+    oldest ongoing scroll, if there is one; otherwise the actor (preferably picked among the users whose feed
+    is longer than a page) carries on theirs or starts one."""
+
+    actor: int
+    per_page: int
+    resume: bool = False
+
+
+Op = Register | Follow | Unfollow | ClockIn | ClockOut | Sleep | Delete | CheckFeeds | Scroll
+
+
+@dataclass(frozen=True)
+class Program:
+    names: tuple[str | None, ...]  # the users registered up front
+    ops: tuple[Op, ...]
+
+
+users = st.integers(0, MAX_USERS - 1)
+names = st.one_of(st.none(), st.sampled_from(["Ada", "Grace Hopper", "Zoë Ø"]))
+page_sizes = st.sampled_from([1, 2, 3, 5, 100])
+# Exact hours and sub-second remainders, so durations tie (ordered by id) and flooring shows.
+durations = st.one_of(
+    st.sampled_from([HOUR, HOUR + 999, 7 * HOUR + 30 * MINUTE]),
+    st.sampled_from([1, 999, SECOND, SECOND + 999, MINUTE, HOUR + 1, 8 * HOUR]),
+    st.integers(1, 14 * HOUR),
+)
+# Fresh clock-ins: 1 h to 9 days ago, now and then just inside or outside the week (never within MARGIN).
+fresh_clock_ins = st.one_of(
+    st.integers(HOUR, OLDEST_FRESH_CLOCK_IN),
+    st.sampled_from([WINDOW - 3 * MINUTE, WINDOW + 3 * MINUTE, WINDOW - HOUR, WINDOW + HOUR]),
+)
+# "pause" comes first so that it is what the shrinker turns every op a failure does not need into; pauses are
+# dropped from the program, so a shrunk counterexample lists only the ops that matter.
+OP_KINDS = (
+    "pause",
+    *["sleep"] * 10,
+    *["clock_in"] * 3,
+    *["clock_out"] * 3,
+    *["follow"] * 6,
+    *["unfollow"] * 3,
+    *["delete"] * 2,
+    *["scroll"] * 5,
+    *["check"] * 1,
+    *["register"] * 1,
+)
+
+
+@st.composite
+def targets(draw: st.DrawFn, actor: int) -> int:
+    """Mostly someone else; now and then the actor themself, or nobody at all."""
+    choice = draw(st.integers(0, 19))
+    if choice == 19:
+        return GHOST
+    if choice == 18:
+        return actor
+    return actor + 1 + draw(st.integers(0, MAX_USERS - 2))
+
+
+@st.composite
+def clock_ins(draw: st.DrawFn) -> ClockIn:
+    actor = draw(users)
+    kind = draw(st.sampled_from(["fresh"] * 10 + ["raw", "inside", "future", "too_old"] * 2 + ["now"]))
+    if kind == "fresh":
+        return ClockIn(actor, "fresh", draw(fresh_clock_ins))
+    if kind == "raw":
+        return ClockIn(actor, "raw", draw(st.integers(0, MAX_BACKDATE - MARGIN - 1)))
+    if kind == "inside":
+        return ClockIn(actor, "inside", draw(st.integers(0, 999)))
+    if kind == "future":
+        return ClockIn(actor, "future", draw(st.integers(0, 2 * DAY)))
+    if kind == "too_old":
+        return ClockIn(actor, "too_old", draw(st.integers(MARGIN, 15 * DAY)))
+    return ClockIn(actor, "now")
+
+
+@st.composite
+def clock_outs(draw: st.DrawFn) -> ClockOut:
+    actor = draw(users)
+    kind = draw(st.sampled_from(["after"] * 8 + ["not_after"] * 3 + ["now", "future"]))
+    anyone = draw(st.integers(0, 3)) == 3
+    if kind == "after":
+        return ClockOut(actor, "after", draw(durations), anyone)
+    if kind == "not_after":
+        return ClockOut(actor, "not_after", draw(st.sampled_from([0, 1, SECOND, HOUR, 0])), anyone)
+    if kind == "future":
+        return ClockOut(actor, "future", draw(st.integers(0, DAY)), anyone)
+    return ClockOut(actor, "now", anyone=anyone)
+
+
+@st.composite
+def operations(draw: st.DrawFn) -> Op | None:
+    kind = draw(st.sampled_from(OP_KINDS))
+    if kind == "pause":
+        return None
+    if kind == "clock_in":
+        return draw(clock_ins())
+    if kind == "clock_out":
+        return draw(clock_outs())
+    if kind == "sleep":
+        actor = draw(users)
+        return Sleep(
+            ClockIn(actor, "fresh", draw(fresh_clock_ins)), ClockOut(actor, "after", draw(durations))
+        )
+    if kind == "follow":
+        actor = draw(users)
+        return Follow(actor, draw(targets(actor)), draw(st.booleans()))
+    if kind == "unfollow":
+        actor = draw(users)
+        return Unfollow(actor, draw(targets(actor)), draw(st.integers(0, 3)) == 3)
+    if kind == "delete":
+        actor = draw(users)
+        choice = draw(st.integers(0, 9))
+        owner = actor if choice < 8 else GHOST if choice == 9 else draw(users)
+        return Delete(actor, owner, draw(st.integers(0, 5)))
+    if kind == "scroll":
+        return Scroll(draw(users), draw(st.sampled_from([1, 2])), draw(st.booleans()))
+    if kind == "check":
+        return CheckFeeds(draw(page_sizes))
+    return Register(draw(names))
+
+
+programs = st.builds(
+    Program,
+    names=st.lists(names, min_size=2, max_size=4).map(tuple),
+    ops=st.lists(operations(), min_size=25, max_size=45).map(lambda ops: tuple(op for op in ops if op)),
+)
+
+
+# --- The reference model, and the runner that keeps it in lockstep with the API -----------------------------
+
+
+@dataclass
+class Person:
+    member: Member
+    name: str | None
+
+
+@dataclass
+class Record:
+    id: uuid.UUID
+    owner: int
+    clocked_in: int
+    clocked_out: int | None = None
+    deleted: bool = False
+
+    @property
+    def duration(self) -> int:
+        assert self.clocked_out is not None
+        return (self.clocked_out - self.clocked_in) // SECOND
+
+    @property
+    def feed_key(self) -> tuple[int, uuid.UUID]:
+        # uuid.UUID orders by its 128-bit value: bytewise, like the canonical lowercase hex strings.
+        return (self.duration, self.id)
+
+
+def expect(response: httpx.Response, status: int, code: str | None = None) -> Any:
+    """Assert the status (and error code); return the JSON body, if any."""
+    request = response.request
+    assert response.status_code == status, (
+        f"{request.method} {request.url}: the model expects {status} {code or ''}, "
+        f"the API answered {response.status_code} {response.text}"
+    )
+    if code is not None:
+        assert response.json()["error"]["code"] == code, f"{request.method} {request.url}: {response.text}"
+    if request.method != "GET":  # how often each outcome is exercised: pytest --hypothesis-show-statistics
+        parts = request.url.path.split("/")
+        route = "delete" if request.method == "DELETE" else parts[-2] if "socials" in parts else parts[-1]
+        event(f"{route} -> {status} {code or ''}".rstrip())
+    return response.json() if response.content else None
+
+
+class Runner:
+    def __init__(self, api: Api, now: int) -> None:
+        self.api = api
+        self.http = api.client
+        self.now = now
+        self.people: list[Person] = []
+        self.follows: set[tuple[int, int]] = set()  # (follower, followed), active follows only
+        self.records: list[Record] = []  # every record ever created, in creation order
+        self.scrolls: dict[int, tuple[str, tuple[int, uuid.UUID]]] = {}  # actor: (next_cursor, last key)
+
+    # -- model queries --
+
+    def who(self, index: int) -> int:
+        return index % len(self.people)
+
+    def headers(self, person: int) -> dict[str, str]:
+        return self.people[person].member.headers
+
+    def live(self, person: int) -> list[Record]:
+        return [r for r in self.records if r.owner == person and not r.deleted]
+
+    def open_record(self, person: int) -> Record | None:
+        found = [r for r in self.live(person) if r.clocked_out is None]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    def last_end(self, person: int) -> int | None:
+        ends = [r.clocked_out for r in self.live(person) if r.clocked_out is not None]
+        return max(ends, default=None)
+
+    def feed(self, person: int) -> list[Record]:
+        since = self.now - WINDOW
+        chosen = [
+            r
+            for r in self.records
+            if not r.deleted
+            and r.clocked_out is not None
+            and (person, r.owner) in self.follows
+            and r.clocked_in >= since
+        ]
+        return sorted(chosen, key=lambda r: r.feed_key, reverse=True)
+
+    def item(self, record: Record) -> dict[str, Any]:
+        assert record.clocked_out is not None
+        owner = self.people[record.owner]
+        return {
+            "id": str(record.id),
+            "clocked_in_at": iso(record.clocked_in),
+            "clocked_out_at": iso(record.clocked_out),
+            "duration": record.duration,
+            "humanized_duration": humanized(record.duration),
+            "user": {"id": owner.member.id, "username": owner.member.username, "name": owner.name},
+        }
+
+    def avoid_boundaries(self, at: int) -> int:
+        """Move a clock-in that is too close to the 7-day or 30-day boundary a little later."""
+        for boundary in (self.now - WINDOW, self.now - MAX_BACKDATE):
+            if abs(at - boundary) <= MARGIN:
+                at = boundary + MARGIN + 1
+        return at
+
+    # -- operations --
+
+    async def run(self, op: Op) -> None:
+        note(f"op: {op}")
+        assert now_ms() - self.now < MARGIN, "this example ran longer than the margin around the window"
+        if isinstance(op, Register):
+            await self.register(op.name)
+        elif isinstance(op, Follow):
+            await self.follow(op)
+        elif isinstance(op, Unfollow):
+            await self.unfollow(op)
+        elif isinstance(op, ClockIn):
+            await self.clock_in(op)
+        elif isinstance(op, ClockOut):
+            await self.clock_out(op)
+        elif isinstance(op, Sleep):
+            await self.clock_in(op.clock_in)
+            await self.clock_out(op.clock_out)
+        elif isinstance(op, Delete):
+            await self.delete(op)
+        elif isinstance(op, Scroll):
+            await self.scroll(op)
+        else:
+            for person in range(len(self.people)):
+                await self.walk_feed(person, op.per_page)
+
+    async def register(self, name: str | None) -> None:
+        if len(self.people) < MAX_USERS:
+            self.people.append(Person(await self.api.register(name=name), name))
+
+    def target(self, index: int) -> tuple[str, int | None]:
+        if index == GHOST:
+            return str(uuid.uuid4()), None
+        person = self.who(index)
+        return self.people[person].member.id, person
+
+    async def follow(self, op: Follow) -> None:
+        actor = self.who(op.actor)
+        target_index = op.target
+        since = self.now - WINDOW
+        worth_it = sorted(
+            {r.owner for r in self.records if not r.deleted and r.clocked_in >= since}
+            - {actor}
+            - {whom for who, whom in self.follows if who == actor}
+        )
+        if target_index not in (GHOST, op.actor) and worth_it and not op.anyone:
+            target_index = worth_it[target_index % len(worth_it)]
+        elif target_index not in (GHOST, op.actor) and self.who(target_index) == actor:
+            target_index = actor + 1  # someone else was meant: only ``target == actor`` means oneself
+        target_id, target = self.target(target_index)
+        response = await self.http.post(f"/socials/follow/{target_id}", headers=self.headers(actor))
+        if target is None:
+            expect(response, 404, "not_found")
+        elif target == actor:
+            expect(response, 400, "cannot_follow_self")
+        elif (actor, target) in self.follows:
+            expect(response, 422, "already_following")
+        else:
+            expect(response, 201)
+            self.follows.add((actor, target))
+            await self.walk_feed(actor, 100)  # visible on the very next read
+
+    async def unfollow(self, op: Unfollow) -> None:
+        actor = self.who(op.actor)
+        target_index = op.target
+        followed = sorted(whom for who, whom in self.follows if who == actor)
+        if target_index not in (GHOST, op.actor) and followed and not op.anyone:
+            target_index = followed[target_index % len(followed)]
+        elif target_index not in (GHOST, op.actor) and self.who(target_index) == actor:
+            target_index = actor + 1  # someone else was meant: only ``target == actor`` means oneself
+        target_id, target = self.target(target_index)
+        response = await self.http.post(f"/socials/unfollow/{target_id}", headers=self.headers(actor))
+        if target is None:
+            expect(response, 404, "not_found")
+        elif (actor, target) not in self.follows:  # oneself included: the contract has no 400 for unfollow
+            expect(response, 422, "not_following")
+        else:
+            expect(response, 200)
+            self.follows.discard((actor, target))
+            await self.walk_feed(actor, 100)
+
+    def clock_in_time(self, actor: int, op: ClockIn) -> int | None:
+        if op.kind == "now":
+            return None
+        if op.kind == "future":
+            return self.now + FUTURE + op.value
+        if op.kind == "too_old":
+            return self.now - MAX_BACKDATE - op.value
+        if op.kind == "raw":
+            return self.avoid_boundaries(self.now - op.value)
+        if op.kind == "inside":
+            closed = [r for r in self.live(actor) if r.clocked_out is not None]
+            if not closed:
+                return self.now - HOUR
+            last = max(closed, key=lambda r: r.clocked_in)
+            assert last.clocked_out is not None
+            return self.avoid_boundaries(
+                last.clocked_in + (last.clocked_out - last.clocked_in) * op.value // 1000
+            )
+        # Right after the actor's last record when the time asked for would overlap it: touching is allowed.
+        return self.avoid_boundaries(max(self.now - op.value, self.last_end(actor) or 0))
+
+    async def clock_in(self, op: ClockIn) -> None:
+        actor = self.who(op.actor)
+        at = self.clock_in_time(actor, op)
+        body = None if at is None else {"clocked_in_at": iso(at)}
+        note(f"  clock in {actor} at {iso(at) if at is not None else 'now'}")
+        response = await self.http.post("/sleep_records/clock_in", json=body, headers=self.headers(actor))
+        last_end = self.last_end(actor)
+        if at is not None and not self.now - MAX_BACKDATE <= at <= self.now + FUTURE // 2:
+            expect(response, 422, "validation_error")
+            return
+        if self.open_record(actor) is not None:
+            expect(response, 400, "already_clocked_in")
+            return
+        if at is not None and last_end is not None and at < last_end:
+            expect(response, 422, "validation_error")  # overlaps one of the actor's records
+            return
+        data = expect(response, 201)
+        shown = data["sleep_record"]
+        if at is None:
+            at = parse_iso(shown["clocked_in_at"])
+            assert last_end is None or at >= last_end
+        record = Record(uuid.UUID(data["sleep_record_id"]), actor, at)
+        self.records.append(record)
+        assert shown["id"] == data["sleep_record_id"]
+        assert {k: v for k, v in shown.items() if k != "created_at"} == {
+            "id": str(record.id),
+            "user_id": self.people[actor].member.id,
+            "state": "clocked_in",
+            "clocked_in_at": iso(at),
+            "clocked_out_at": None,
+            "duration": None,
+        }
+        history = sorted(self.live(actor), key=lambda r: (r.clocked_in, r.id), reverse=True)
+        assert [item["id"] for item in data["sleep_records"]] == [
+            str(r.id) for r in history[:HISTORY_PREVIEW]
+        ]
+
+    async def clock_out(self, op: ClockOut) -> None:
+        sleeping = [p for p in range(len(self.people)) if self.open_record(p) is not None]
+        actor = sleeping[op.actor % len(sleeping)] if sleeping and not op.anyone else self.who(op.actor)
+        opened = self.open_record(actor)
+        at: int | None
+        if op.kind == "future":
+            at = self.now + FUTURE + op.value
+        elif op.kind == "now":
+            at = None
+        elif opened is None:
+            at = self.now - HOUR  # any time: there is nothing to clock out of
+        elif op.kind == "after":
+            at = opened.clocked_in + op.value
+            if at > self.now:
+                at = opened.clocked_in + (self.now - opened.clocked_in) // 2
+        else:
+            at = opened.clocked_in - op.value
+        body = None if at is None else {"clocked_out_at": iso(at)}
+        note(f"  clock out {actor} at {iso(at) if at is not None else 'now'}")
+        response = await self.http.post("/sleep_records/clock_out", json=body, headers=self.headers(actor))
+        if at is not None and at > self.now + FUTURE // 2:
+            expect(response, 422, "validation_error")
+            return
+        if opened is None:
+            expect(response, 400, "not_clocked_in")
+            return
+        if at is not None and at <= opened.clocked_in:
+            expect(response, 422, "validation_error")
+            return
+        data = expect(response, 200)
+        shown = data["sleep_record"]
+        if at is None:
+            at = parse_iso(shown["clocked_out_at"])
+        opened.clocked_out = at
+        assert data["duration"] == opened.duration == (at - opened.clocked_in) // SECOND
+        assert {k: v for k, v in shown.items() if k != "created_at"} == {
+            "id": str(opened.id),
+            "user_id": self.people[actor].member.id,
+            "state": "clocked_out",
+            "clocked_in_at": iso(opened.clocked_in),
+            "clocked_out_at": iso(at),
+            "duration": opened.duration,
+        }
+
+    async def delete(self, op: Delete) -> None:
+        actor = self.who(op.actor)
+        theirs = [] if op.owner == GHOST else [r for r in self.records if r.owner == self.who(op.owner)]
+        record = theirs[op.index % len(theirs)] if theirs else None
+        record_id = str(record.id) if record else str(uuid.uuid4())
+        note(f"  delete {record_id} ({record}) as {actor}")
+        response = await self.http.delete(f"/sleep_records/{record_id}", headers=self.headers(actor))
+        if record is None or record.owner != actor or record.deleted:
+            expect(response, 404, "not_found")
+            return
+        expect(response, 204)
+        record.deleted = True
+        for follower, followed in sorted(self.follows):  # gone from every feed on the very next read
+            if followed == actor:
+                await self.walk_feed(follower, 100)
+
+    # -- feed reads --
+
+    async def read_feed(self, person: int, **params: Any) -> dict[str, Any]:
+        assert now_ms() - self.now < MARGIN, "this example ran longer than the window margin"
+        page: dict[str, Any] = expect(await self.api.feed(self.people[person].member, **params), 200)
+        return page
+
+    def assert_page(self, page: dict[str, Any], remaining: list[Record], per_page: int, where: str) -> None:
+        """A cursor-mode page: the first ``per_page`` of the records still to come, and a cursor iff more."""
+        expected = [self.item(r) for r in remaining[:per_page]]
+        assert page["data"] == expected, where
+        pagination = page["pagination"]
+        assert pagination["per_page"] == per_page, where
+        assert (pagination["next_cursor"] is not None) == (len(remaining) > per_page), (where, pagination)
+        assert "start_index" not in pagination, where
+        assert "last_index" not in pagination, where
+
+    async def walk_feed(self, person: int, per_page: int | None) -> None:
+        """Every page of the feed, following next_cursor, each compared with the model."""
+        expected = self.feed(person)
+        params: dict[str, Any] = {} if per_page is None else {"per_page": per_page}
+        seen = 0
+        while True:
+            page = await self.read_feed(person, **params)
+            where = f"feed of user {person}, per_page={per_page}, from item {seen}"
+            self.assert_page(page, expected[seen:], per_page or DEFAULT_PER_PAGE, where)
+            seen += len(page["data"])
+            cursor = page["pagination"]["next_cursor"]
+            if cursor is None:
+                break
+            params["cursor"] = cursor
+        assert seen == len(expected)
+
+    async def scroll(self, op: Scroll) -> None:
+        """Records changed since the previous page show up, or not, by where they sort against the cursor."""
+        if op.resume and self.scrolls:
+            actor = next(iter(self.scrolls))
+        else:  # preferably someone whose feed is more than one page long
+            everyone = range(len(self.people))
+            candidates = [p for p in everyone if len(self.feed(p)) > op.per_page] or list(everyone)
+            actor = candidates[op.actor % len(candidates)]
+        remaining = self.feed(actor)
+        params: dict[str, Any] = {"per_page": op.per_page}
+        ongoing = self.scrolls.pop(actor, None)
+        if ongoing is not None:
+            event("a scroll reads its next page, ops later")
+            cursor, last_key = ongoing
+            params["cursor"] = cursor
+            remaining = [r for r in remaining if r.feed_key < last_key]
+        page = await self.read_feed(actor, **params)
+        where = f"scroll of user {actor}, per_page={op.per_page}, {'next' if ongoing else 'first'} page"
+        self.assert_page(page, remaining, op.per_page, where)
+        if page["pagination"]["next_cursor"] is not None:
+            self.scrolls[actor] = (page["pagination"]["next_cursor"], remaining[op.per_page - 1].feed_key)
+
+    async def check_offsets(self, person: int) -> None:
+        """``start_index`` paging, and a cursor taken from such a page carrying on from it."""
+        expected = self.feed(person)
+        size = len(expected)
+        for start, per_page in sorted({(0, 2), (1, 2), (max(size - 1, 0), 10), (size, 3), (size + 2, 10)}):
+            page = await self.read_feed(person, start_index=start, per_page=per_page)
+            where = f"feed of user {person}, start_index={start}, per_page={per_page}"
+            window = expected[start : start + per_page]
+            assert page["data"] == [self.item(r) for r in window], where
+            pagination = page["pagination"]
+            assert pagination["per_page"] == per_page, where
+            assert pagination["start_index"] == start, where
+            if window:
+                assert pagination["last_index"] == start + len(window) - 1, where
+            else:
+                assert pagination.get("last_index") is None, where
+            cursor = pagination["next_cursor"]
+            assert (cursor is not None) == (start + per_page < size), (where, pagination)
+            if cursor is not None:
+                after = await self.read_feed(person, cursor=cursor, per_page=per_page)
+                self.assert_page(after, expected[start + per_page :], per_page, f"{where}, then its cursor")
+
+    async def check_everything(self) -> None:
+        feeds = [self.feed(person) for person in range(len(self.people))]
+        longest = max(len(feed) for feed in feeds)
+        event(f"longest feed: {min(longest, 10)}{'+' if longest >= 10 else ''} records")
+        if any(len({r.duration for r in feed}) < len(feed) for feed in feeds):
+            event("a feed orders equal durations by id")
+        for person in range(len(self.people)):
+            for per_page in (1, 3, None):
+                await self.walk_feed(person, per_page)
+            await self.check_offsets(person)
+
+
+@pytest.mark.timeout(600)  # room for Hypothesis to shrink a failure (it gives up after 300 s) and report it
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],  # "explain" costs minutes here
+)
+@given(program=programs)
+async def test_feed_matches_reference_model(api: Api, services: Services, program: Program) -> None:
+    # Hypothesis runs many examples inside one test: each starts from empty tables and its own "now".
+    await truncate(services.database.engine)
+    runner = Runner(api, now_ms())
+    for name in program.names:
+        await runner.register(name)
+    for index, op in enumerate(program.ops):
+        await runner.run(op)
+        if index == len(program.ops) // 2:
+            await runner.run(CheckFeeds(per_page=2))
+    await runner.check_everything()
