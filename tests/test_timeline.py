@@ -6,6 +6,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
+from goodnight.models import User
+from goodnight.timeline import keys
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
 from tests.support.times import ago, iso
@@ -145,3 +149,35 @@ def uuid_of(member: Member) -> uuid.UUID:
 
 def uuid_of_record(record: dict[str, Any]) -> bytes:
     return uuid.UUID(record["id"]).bytes
+
+
+async def test_only_active_followers_get_fanout_and_a_returning_one_is_rebuilt(
+    api: Api, timeline_api: Api, timeline: Timeline
+) -> None:
+    author, active, dormant = [await timeline_api.register() for _ in range(3)]
+    await timeline_api.follow(active, author)
+    await timeline_api.follow(dormant, author)
+    await warm(timeline_api, timeline, active)
+    await timeline.worker.drain()
+    # The dormant reader was last seen long ago: its marker has expired and fanout must skip it.
+    database = timeline.fanout.database
+    async with database.writer() as session:
+        await session.execute(
+            sa.update(User).where(User.id == uuid_of(dormant)).values(last_active_at=ago(days=30))
+        )
+        await session.commit()
+    await timeline.redis.delete(keys.marker_key(uuid_of(dormant)))
+    dormant_buckets = f"gn:tl:{{{uuid_of(dormant).hex}}}:*"
+    stale = [key async for key in timeline.redis.scan_iter(match=dormant_buckets)]
+    if stale:
+        await timeline.redis.delete(*stale)
+    record = await night(timeline_api, author, 1, 8)
+    await timeline.worker.drain()
+    assert [key async for key in timeline.redis.scan_iter(match=dormant_buckets)] == []
+    assert await same_feed(api, timeline_api, timeline, active) == [record["id"]]
+    # Coming back: the first read is answered from SQL (correct), the timeline is rebuilt behind it.
+    declined = timeline.reader.declined
+    assert ids((await timeline_api.feed(dormant)).json()["data"]) == [record["id"]]
+    assert timeline.reader.declined == declined + 1
+    await timeline.reader.drain_background()
+    assert await same_feed(api, timeline_api, timeline, dormant) == [record["id"]]
