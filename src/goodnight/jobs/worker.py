@@ -55,7 +55,7 @@ class Worker:
                 continue
             try:
                 await self.apply(event.kind, event.payload)
-            except self.transient as exc:  # type: ignore[misc]
+            except self.transient as exc:
                 blocked = exc
                 await self._release(event, exc)
             except Exception as exc:
