@@ -199,8 +199,8 @@ class TimelineReader:
             logger.exception("celebrity set rebuild failed")
 
     async def rebuild_celebrities(self) -> None:
-        # Same order as timelines: forget, then read, then load; a concurrent SADD after the forget survives.
-        await self.store.forget_celebrities()
+        """Add everyone above the threshold and mark the set ready. Never remove anyone: a member's recent
+        records were not fanned out, and only the fanout's backfill may take a member out of the set."""
         async with self.database.reader() as session:
             ids = await repository.celebrity_ids(session, self.celebrity_threshold)
         await self.store.load_celebrities(ids)

@@ -140,6 +140,7 @@ class TimelineStore:
         await self.redis.srem(keys.CELEBRITIES, user_id.bytes)
 
     async def forget_celebrities(self) -> None:
+        """Drop the set (bulk loading only: anywhere else members must be removed by backfill)."""
         await self.redis.delete(keys.CELEBRITIES_READY, keys.CELEBRITIES)
 
     async def load_celebrities(self, user_ids: Iterable[uuid.UUID]) -> None:
