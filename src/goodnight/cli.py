@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -104,6 +105,63 @@ def outbox_retry_dead() -> None:
 
     count = asyncio.run(retry_dead(_settings()))
     typer.echo(f"{count} dead event(s) queued again")
+
+
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(min=1, help="Users to create: user1 ... userN.")],
+    password: Annotated[str, typer.Option(help="The password every generated user shares (hashed once).")],
+    avg_followings: Annotated[float, typer.Option(min=0, help="Mean followings per user.")] = 20,
+    celebrities: Annotated[
+        int, typer.Option(min=0, help="Users guaranteed above GOODNIGHT_CELEBRITY_THRESHOLD followers.")
+    ] = 5,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Nights of sleep records per user.")] = 8,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same data.")] = 1,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="Write what a load test needs (users to log in as, counts) here.")
+    ] = None,
+    active_share: Annotated[
+        float,
+        typer.Option(
+            min=0, max=1, help="Share of users seen within GOODNIGHT_ACTIVE_DAYS (they get timelines)."
+        ),
+    ] = 0.25,
+    now: Annotated[
+        datetime | None,
+        typer.Option(help="Anchor the data at this UTC time instead of the current hour (exact reruns)."),
+    ] = None,
+    clear_redis: Annotated[
+        bool, typer.Option(help="Delete existing gn:* keys from Redis first (never FLUSHALL).")
+    ] = False,
+) -> None:
+    """Fill an empty database (and Redis, when configured) with a deterministic dataset for load tests."""
+    from goodnight.seed import SeedOptions, SeedRefused, run_seed, write_summary
+
+    settings = _settings()
+    options = SeedOptions(
+        users=users,
+        avg_followings=avg_followings,
+        celebrities=celebrities,
+        days=days,
+        password=password,
+        seed=seed,
+        active_share=active_share,
+        now=now.replace(tzinfo=now.tzinfo or UTC) if now is not None else None,
+        clear_redis=clear_redis,
+    )
+    try:
+        summary = asyncio.run(run_seed(settings, options))
+    except SeedRefused as exc:
+        typer.secho(f"goodnight seed: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(2) from exc
+    if summary_json is not None:
+        write_summary(summary, summary_json)
+    phases = ", ".join(f"{name} {phase['seconds']:.1f}s" for name, phase in summary["phases"].items())
+    typer.echo(
+        f"seeded {summary['users']} users, {summary['follows']} follows, "
+        f"{summary['sleep_records']} sleep records "
+        f"in {summary['total_seconds']:.1f}s ({phases}); peak RSS {summary['peak_rss_mb']:.0f} MB"
+    )
 
 
 @app.command()
