@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import httpx
@@ -33,15 +32,9 @@ from hypothesis import strategies as st
 from goodnight.deps import Services
 from tests.support.api import Api, Member
 from tests.support.databases import truncate
+from tests.support.millis import DAY, HOUR, MARGIN, MINUTE, SECOND, WINDOW, iso, now_ms, parse_iso
 
-SECOND = 1000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-WINDOW = 7 * DAY
 MAX_BACKDATE = 30 * DAY
-# No generated clock-in lies within this distance of a window boundary; an example must finish inside it.
-MARGIN = 2 * MINUTE
 # The API accepts times up to 60 s ahead of its clock; "future" times are generated at least this far ahead,
 # and the model calls a time "in the future" when it is more than half this ahead of the example's "now".
 FUTURE = 5 * MINUTE
@@ -53,23 +46,6 @@ HISTORY_PREVIEW = 20
 MAX_USERS = 5
 GHOST = -1  # an op target that is no user (or no record) at all
 MAX_EXAMPLES = 25  # per backend: some 25-40 s for the three on a quiet machine
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def now_ms() -> int:
-    return (datetime.now(UTC) - _EPOCH) // timedelta(milliseconds=1)
-
-
-def iso(ms: int) -> str:
-    """The contract's time format: ``2026-11-28T22:30:00.000Z``."""
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
-def parse_iso(text: str) -> int:
-    assert text.endswith("Z"), text
-    return (datetime.fromisoformat(text) - _EPOCH) // timedelta(milliseconds=1)
 
 
 def humanized(seconds: int) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -43,30 +42,13 @@ from goodnight.timeline.redis_client import Breaker
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
 from tests.support.databases import truncate
+from tests.support.millis import DAY, HOUR, MARGIN, MINUTE, SECOND, WINDOW, iso, now_ms
 
-SECOND = 1000
-MINUTE = 60 * SECOND
-HOUR = 60 * MINUTE
-DAY = 24 * HOUR
-WINDOW = 7 * DAY
 OLDEST = 8 * DAY
-# No clock-in lies within this distance of the 7-day boundary; an example must finish well inside it.
-MARGIN = 2 * MINUTE
 MIN_USERS, MAX_USERS = 5, 8  # up front, and at most after ``Register`` ops
 STARS = (0, 1)  # the users most follows go to
 CHECK_PAGE_SIZES = (1, 3, 100)
 MAX_EXAMPLES = 12
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def now_ms() -> int:
-    return (datetime.now(UTC) - _EPOCH) // timedelta(milliseconds=1)
-
-
-def iso(ms: int) -> str:
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
 
 
 # --- Programs -----------------------------------------------------------------------------------------------
