@@ -14,6 +14,7 @@ from goodnight.main import create_app
 from goodnight.timeline.redis_client import Breaker
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api
+from tests.support.apps import client_for, running, timeline_of, timeline_settings
 from tests.support.databases import BACKENDS, TestDatabase, create_database, settings_for, truncate
 from tests.support.redis_server import RedisServer
 
@@ -53,8 +54,6 @@ def api(client: httpx.AsyncClient) -> Api:
 
 # --- The Redis timeline: the same app with GOODNIGHT_REDIS_URL set, on a private redis-server. ---
 
-CELEBRITY_THRESHOLD = 3
-
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
@@ -65,26 +64,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest_asyncio.fixture(scope="session")
 async def timeline_app(database: TestDatabase, redis_server: RedisServer) -> AsyncIterator[FastAPI]:
-    # No embedded worker: tests drain the outbox themselves, so every step is deterministic.
-    settings = settings_for(
-        database.url,
-        redis_url=redis_server.url,
-        celebrity_threshold=CELEBRITY_THRESHOLD,
-        embedded_worker=False,
-        # Tests leave events in the outbox on purpose (read-your-writes without a worker); on a loaded
-        # machine a one-second lag allowance would make the reader decline at random.
-        timeline_max_lag_seconds=300,
-    )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    # Tests leave events in the outbox on purpose (read-your-writes without a worker); on a loaded machine a
+    # one-second lag allowance would make the reader decline at random.
+    settings = timeline_settings(database.url, redis_server.url, timeline_max_lag_seconds=300)
+    async with running(settings) as application:
         yield application
 
 
 @pytest.fixture
 def timeline(timeline_app: FastAPI) -> Timeline:
-    found: Timeline | None = timeline_app.state.services.timeline
-    assert found is not None
-    return found
+    return timeline_of(timeline_app)
 
 
 @pytest_asyncio.fixture
@@ -92,8 +81,7 @@ async def timeline_client(timeline_app: FastAPI, timeline: Timeline) -> AsyncIte
     await truncate(timeline_app.state.services.database.engine)
     await timeline.redis.flushall()
     timeline.reader.breaker = Breaker()
-    transport = httpx.ASGITransport(app=timeline_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver/api/v1") as http:
+    async with client_for(timeline_app) as http:
         yield http
     await timeline.reader.drain_background()
 

@@ -12,23 +12,20 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
-from goodnight.main import create_app
 from goodnight.timeline import keys
 from goodnight.timeline.redis_client import Breaker
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
-from tests.support.databases import TestDatabase, settings_for, truncate
+from tests.support.apps import CELEBRITY_THRESHOLD, client_for, running, timeline_of, timeline_settings
+from tests.support.databases import TestDatabase, truncate
 from tests.support.redis_cluster import RedisClusterNodes
 from tests.test_timeline import ids, night, same_feed, warm
-
-CELEBRITY_THRESHOLD = 3
 
 
 @pytest.fixture(scope="session")
@@ -40,22 +37,14 @@ def redis_cluster() -> Iterator[RedisClusterNodes]:
 
 @pytest_asyncio.fixture(scope="session")
 async def cluster_app(database: TestDatabase, redis_cluster: RedisClusterNodes) -> AsyncIterator[FastAPI]:
-    settings = settings_for(
-        database.url,
-        redis_url=redis_cluster.url,
-        redis_cluster=True,
-        celebrity_threshold=CELEBRITY_THRESHOLD,
-        embedded_worker=False,
-    )
-    application = create_app(settings)
-    async with application.router.lifespan_context(application):
+    settings = timeline_settings(database.url, redis_cluster.url, redis_cluster=True)
+    async with running(settings) as application:
         yield application
 
 
 @pytest.fixture
 def cluster_timeline(cluster_app: FastAPI) -> Timeline:
-    found: Timeline | None = cluster_app.state.services.timeline
-    assert found is not None
+    found = timeline_of(cluster_app)
     assert isinstance(found.redis, RedisCluster), "the app did not build a cluster client"
     return found
 
@@ -66,8 +55,7 @@ async def cluster_api(api: Api, cluster_app: FastAPI, cluster_timeline: Timeline
     await truncate(cluster_app.state.services.database.engine)
     await cluster_timeline.redis.flushall()  # FLUSHALL goes to every primary
     cluster_timeline.reader.breaker = Breaker()
-    transport = httpx.ASGITransport(app=cluster_app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver/api/v1") as http:
+    async with client_for(cluster_app) as http:
         yield Api(http)
     await cluster_timeline.reader.drain_background()
 

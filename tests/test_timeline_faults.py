@@ -23,17 +23,16 @@ from redis.asyncio import Redis
 
 from goodnight.db import Database
 from goodnight.jobs import outbox
-from goodnight.main import create_app
 from goodnight.timeline import keys
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
-from tests.support.databases import TestDatabase, settings_for, truncate
+from tests.support.apps import client_for, running, timeline_of, timeline_settings
+from tests.support.databases import TestDatabase, truncate
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.times import ago, iso
 from tests.test_timeline import ids, night
 
-CELEBRITY_THRESHOLD = 3
 HEAL_TIMEOUT_S = 30.0
 
 
@@ -52,21 +51,11 @@ class Rig:
 async def running_rig(
     database: TestDatabase, server: RedisServer, redis_url: str, **overrides: object
 ) -> AsyncIterator[Rig]:
-    settings = settings_for(
-        database.url,
-        redis_url=redis_url,
-        celebrity_threshold=CELEBRITY_THRESHOLD,
-        embedded_worker=False,
-        **overrides,
-    )
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        timeline: Timeline | None = app.state.services.timeline
-        assert timeline is not None
+    async with running(timeline_settings(database.url, redis_url, **overrides)) as app:
+        timeline = timeline_of(app)
         db: Database = app.state.services.database
         await truncate(db.engine)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver/api/v1") as http:
+        async with client_for(app) as http:
             yield Rig(server, timeline, db, http, Api(http))
         await timeline.reader.drain_background()
 

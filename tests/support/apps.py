@@ -1,0 +1,48 @@
+"""Building and running the app under test: settings for the Redis timeline, lifespan, in-process client."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import FastAPI
+
+from goodnight.config import Settings
+from goodnight.main import create_app
+from goodnight.timeline.runtime import Timeline
+from tests.support.databases import settings_for
+
+# Low, so a handful of followers makes a celebrity.
+CELEBRITY_THRESHOLD = 3
+BASE_URL = "http://testserver/api/v1"
+
+
+def timeline_settings(database_url: str, redis_url: str, **overrides: object) -> Settings:
+    """The app with a Redis timeline and no embedded worker: tests drain the outbox themselves, so every
+    step is deterministic."""
+    values: dict[str, object] = {
+        "redis_url": redis_url,
+        "celebrity_threshold": CELEBRITY_THRESHOLD,
+        "embedded_worker": False,
+    }
+    values.update(overrides)
+    return settings_for(database_url, **values)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app with its lifespan entered (engine, Redis, workers), as a server would run it."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
+
+
+def timeline_of(app: FastAPI) -> Timeline:
+    found: Timeline | None = app.state.services.timeline
+    assert found is not None, "the app was built without GOODNIGHT_REDIS_URL"
+    return found
