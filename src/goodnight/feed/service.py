@@ -85,7 +85,8 @@ async def followings_feed(
 
 
 async def _items(session: AsyncSession, rows: list[FeedRow]) -> list[FeedItem]:
-    people = await users.summaries(session, {row.user_id for row in rows})
+    # Rows from the timeline carry their authors already; the SQL window scan's rows get them in one query.
+    people = await users.summaries(session, {row.user_id for row in rows if row.author is None})
     return [
         FeedItem(
             id=row.id,
@@ -93,7 +94,7 @@ async def _items(session: AsyncSession, rows: list[FeedRow]) -> list[FeedItem]:
             clocked_out_at=row.clocked_out_at,
             duration=row.duration,
             humanized_duration=humanize_duration(row.duration),
-            user=UserSummary.model_validate(people[row.user_id]),
+            user=UserSummary.model_validate(row.author or people[row.user_id]),
         )
         for row in rows
     ]

@@ -119,6 +119,7 @@ class TimelineReader:
             limit=request.limit,
             after=request.after,
             authors=celebrities,
+            with_authors=True,
         )
         unique = {row.id: row for row in [*fanned, *merged]}
         return sorted(unique.values(), key=_order_key, reverse=True)[: request.limit]
@@ -140,7 +141,9 @@ class TimelineReader:
                 ids = [keys.parse_member(member)[1] for member in candidates.members]
                 checked = {
                     row.id: row
-                    for row in await feed_rows(session, reader, since=since, limit=len(ids), ids=ids)
+                    for row in await feed_rows(
+                        session, reader, since=since, limit=len(ids), ids=ids, with_authors=True
+                    )
                 }
                 valid.extend(checked[record_id] for record_id in ids if record_id in checked)
                 cursor = candidates.members[-1]
