@@ -181,3 +181,31 @@ async def test_only_active_followers_get_fanout_and_a_returning_one_is_rebuilt(
     assert timeline.reader.declined == declined + 1
     await timeline.reader.drain_background()
     assert await same_feed(api, timeline_api, timeline, dormant) == [record["id"]]
+
+
+async def test_following_a_celebrity_shows_their_records_on_the_next_read(
+    api: Api, timeline_api: Api, timeline: Timeline
+) -> None:
+    star, reader, regular = [await timeline_api.register() for _ in range(3)]
+    for _ in range(4):  # above the test threshold of 3
+        await timeline_api.follow(await timeline_api.register(), star)
+    await timeline_api.follow(reader, regular)
+    star_night = await night(timeline_api, star, 2, 9)
+    regular_night = await night(timeline_api, regular, 1, 7)
+    await timeline.worker.drain()
+    assert await timeline.store.is_celebrity(uuid_of(star))
+    await warm(timeline_api, timeline, reader)
+    # The reader's "which celebrities do I follow" is now known (none) and cached.
+    assert await same_feed(api, timeline_api, timeline, reader) == [regular_night["id"]]
+    await timeline_api.follow(reader, star)
+    assert await same_feed(api, timeline_api, timeline, reader) == [star_night["id"], regular_night["id"]]
+    await timeline_api.unfollow(reader, star)
+    assert await same_feed(api, timeline_api, timeline, reader) == [regular_night["id"]]
+    await timeline_api.follow(reader, star)
+    later = await night(timeline_api, star, 0.5, 10)  # never fanned out: merged at read time
+    await timeline.worker.drain()
+    assert await same_feed(api, timeline_api, timeline, reader) == [
+        later["id"],
+        star_night["id"],
+        regular_night["id"],
+    ]

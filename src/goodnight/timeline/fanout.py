@@ -102,6 +102,7 @@ class Fanout:
             entries = await repository.author_entries(session, followed_id, since)
         if following:
             await self.store.add([follower_id], entries)
+            await self.store.bump_follows(follower_id)
         else:
             await self.store.remove([follower_id], entries)
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,7 +28,7 @@ from goodnight.jobs import outbox
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
 from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
-from goodnight.timeline.store import TimelineStore
+from goodnight.timeline.store import Marker, TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")
 WINDOW = timedelta(days=keys.WINDOW_DAYS)
@@ -37,6 +38,7 @@ SEEN_REFRESH_SECONDS = 3600
 SLACK = 4
 MAX_ROUNDS = 8
 CATCH_UP_RECHECK_SECONDS = 0.5
+CELEBRITY_FOLLOWS_CACHE_SIZE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,10 @@ class TimelineReader:
         self._caught_up = False
         self._recheck_at = 0.0
         self._background: set[asyncio.Task[None]] = set()
+        # reader -> (follow version, celebrity set, the celebrities among the reader's followings)
+        self._celebrity_follows: OrderedDict[
+            uuid.UUID, tuple[int, frozenset[uuid.UUID], frozenset[uuid.UUID]]
+        ] = OrderedDict()
         # Pages answered from Redis vs handed back to SQL: what an operator (or a test) needs to see.
         self.served = 0
         self.declined = 0
@@ -99,9 +105,10 @@ class TimelineReader:
         if not self.breaker.allows() or not await self._outbox_caught_up(session):
             return None
         try:
-            fanned = await self._from_timeline(session, request)
-            if fanned is None:
+            found = await self._from_timeline(session, request)
+            if found is None:
                 return None
+            fanned, marker = found
             celebrities = await self.store.celebrities()
         except REDIS_ERRORS as exc:
             logger.warning("redis unavailable, serving the feed from SQL: %s", exc)
@@ -110,7 +117,8 @@ class TimelineReader:
         if celebrities is None:
             self._spawn(self._rebuild_celebrities())
             return None
-        if not celebrities:
+        followed = await self._followed_celebrities(session, request.reader, marker, frozenset(celebrities))
+        if not followed:
             return fanned
         merged = await feed_rows(
             session,
@@ -118,24 +126,44 @@ class TimelineReader:
             since=request.since,
             limit=request.limit,
             after=request.after,
-            authors=celebrities,
+            authors=followed,
             with_authors=True,
         )
         unique = {row.id: row for row in [*fanned, *merged]}
         return sorted(unique.values(), key=_order_key, reverse=True)[: request.limit]
 
-    async def _from_timeline(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
+    async def _followed_celebrities(
+        self, session: AsyncSession, reader: uuid.UUID, marker: Marker, celebrities: frozenset[uuid.UUID]
+    ) -> frozenset[uuid.UUID]:
+        """The celebrities this reader follows, cached until the reader follows someone (the marker's follow
+        version moves) or the celebrity set changes. An unfollow may leave a stale member in the cache:
+        harmless, the merge query only returns records of people still followed."""
+        if not celebrities:
+            return frozenset()
+        cached = self._celebrity_follows.get(reader)
+        if cached is not None and cached[0] == marker.follows and cached[1] == celebrities:
+            self._celebrity_follows.move_to_end(reader)
+            return cached[2]
+        followed = await repository.followed_among(session, reader, celebrities)
+        self._celebrity_follows[reader] = (marker.follows, celebrities, followed)
+        if len(self._celebrity_follows) > CELEBRITY_FOLLOWS_CACHE_SIZE:
+            self._celebrity_follows.popitem(last=False)
+        return followed
+
+    async def _from_timeline(
+        self, session: AsyncSession, request: PageRequest
+    ) -> tuple[list[FeedRow], Marker] | None:
         reader, since, limit = request.reader, request.since, request.limit
         days = keys.bucket_days(since, utcnow())
         cursor = keys.member(*request.after) if request.after is not None else None
         valid: list[FeedRow] = []
         for _ in range(MAX_ROUNDS):
             wanted = limit - len(valid)
-            candidates, seen = await self.store.read(reader, days, cursor, wanted + SLACK)
-            if candidates is None or seen is None:
+            candidates, marker = await self.store.read(reader, days, cursor, wanted + SLACK)
+            if candidates is None or marker is None:
                 self._spawn(self._rebuild(reader))
                 return None
-            if not valid and time.time() - seen > SEEN_REFRESH_SECONDS:
+            if not valid and time.time() - marker.seen > SEEN_REFRESH_SECONDS:
                 self._spawn(self._mark_seen(reader))
             if candidates.members:
                 ids = [keys.parse_member(member)[1] for member in candidates.members]
@@ -148,7 +176,7 @@ class TimelineReader:
                 valid.extend(checked[record_id] for record_id in ids if record_id in checked)
                 cursor = candidates.members[-1]
             if len(valid) >= limit or candidates.exhausted:
-                return valid[:limit]
+                return valid[:limit], marker
         return None  # a timeline this full of stale entries is better answered by SQL (and rebuilt)
 
     def _spawn(self, work: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -63,6 +64,18 @@ async def followers_batch(
     if active_since is not None:
         query = query.join(User, User.id == Follow.follower_id).where(User.last_active_at >= active_since)
     return list(await session.scalars(query))
+
+
+async def followed_among(
+    session: AsyncSession, reader_id: uuid.UUID, candidates: Collection[uuid.UUID]
+) -> frozenset[uuid.UUID]:
+    """Which of ``candidates`` the reader currently follows (primary-key lookups)."""
+    rows = await session.scalars(
+        sa.select(Follow.followed_id).where(
+            Follow.follower_id == reader_id, Follow.followed_id.in_(candidates), Follow.active.is_(True)
+        )
+    )
+    return frozenset(rows)
 
 
 async def celebrity_ids(session: AsyncSession, threshold: int) -> list[uuid.UUID]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -14,6 +15,12 @@ from goodnight.timeline.redis_client import RedisClient
 
 Entry = tuple[date, bytes]  # (bucket day, member)
 REBUILD_LOCK_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    seen: float  # when the reader was last marked active, seconds since the epoch
+    follows: int  # bumped on every follow the reader makes
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,11 +37,20 @@ def _by_day(entries: Iterable[Entry]) -> dict[date, list[bytes]]:
 
 
 # KEYS[1] = marker, KEYS[2] = the key that must still exist; one reader's keys share a slot (Cluster-safe).
+# ARGV: seen, ttl, and the first follow version of a new marker ('' to leave the version alone).
 _MARK_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'follows', ARGV[3]) end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
+"""
+
+# Bumped whenever the reader follows someone: tells readers' caches of "which celebrities do I follow" that
+# they are stale. Only on a warm timeline, so no marker is ever created without its lifetime.
+_BUMP_FOLLOWS_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+return redis.call('HINCRBY', KEYS[1], 'follows', 1)
 """
 
 
@@ -42,6 +58,7 @@ class TimelineStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._mark_if_exists = redis.register_script(_MARK_IF_EXISTS)
+        self._bump_follows_if_exists = redis.register_script(_BUMP_FOLLOWS_IF_EXISTS)
 
     async def add(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
         """Put entries into each reader's timeline: one pipeline (one round trip) for the whole batch."""
@@ -69,23 +86,23 @@ class TimelineStore:
 
     async def read(
         self, reader: uuid.UUID, days: Sequence[date], after: bytes | None, count: int
-    ) -> tuple[Candidates | None, float | None]:
+    ) -> tuple[Candidates | None, Marker | None]:
         """Up to ``count`` members after the cursor ``after``, merged across day buckets, in one round trip.
 
         Returns ``(None, None)`` when the timeline is cold (no marker): it must not be served as the truth.
-        Also returns when the reader was last marked active (seconds since the epoch).
+        Also returns the marker: when the reader was last marked active, and their follow version.
         """
         upper = b"(" + after if after is not None else b"+"
         pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(keys.marker_key(reader), "seen")
+        pipe.hmget(keys.marker_key(reader), ["seen", "follows"])
         for day in days:
             pipe.zrange(keys.bucket_key(reader, day), upper, b"-", desc=True, bylex=True, offset=0, num=count)
-        seen, *per_day = await pipe.execute()
+        (seen, follows), *per_day = await pipe.execute()
         if seen is None:
             return None, None
         merged = list(heapq.merge(*per_day, reverse=True))
         exhausted = all(len(found) < count for found in per_day) and len(merged) <= count
-        return Candidates(merged[:count], exhausted), float(seen)
+        return Candidates(merged[:count], exhausted), Marker(float(seen), int(follows or 0))
 
     async def clear(self, reader: uuid.UUID, days: Sequence[date]) -> None:
         """Forget a reader's timeline (marker first, so nobody reads it while it is rebuilt)."""
@@ -102,12 +119,20 @@ class TimelineStore:
         """
         await self.add([reader], entries)
         key, lock = keys.marker_key(reader), keys.rebuild_lock_key(reader)
-        return bool(await self._mark_if_exists(keys=[key, lock], args=[str(seen), ttl_seconds]))
+        # A new marker starts its follow version at a value no earlier marker of this reader had, so a cache
+        # keyed on the version can never mistake the new timeline for an old one.
+        first_version = str(time.time_ns() // 1000)
+        return bool(
+            await self._mark_if_exists(keys=[key, lock], args=[str(seen), ttl_seconds, first_version])
+        )
+
+    async def bump_follows(self, reader: uuid.UUID) -> None:
+        await self._bump_follows_if_exists(keys=[keys.marker_key(reader)])
 
     async def mark_seen(self, reader: uuid.UUID, *, seen: float, ttl_seconds: int) -> bool:
         """Refresh a warm timeline's activity stamp and lifetime; never resurrect a marker Redis has lost."""
         key = keys.marker_key(reader)
-        return bool(await self._mark_if_exists(keys=[key, key], args=[str(seen), ttl_seconds]))
+        return bool(await self._mark_if_exists(keys=[key, key], args=[str(seen), ttl_seconds, ""]))
 
     async def lock_rebuild(self, reader: uuid.UUID) -> bool:
         """One rebuild per reader at a time, across every API process."""
