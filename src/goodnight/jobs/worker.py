@@ -93,7 +93,7 @@ class Worker:
         )
 
     async def drain(self) -> int:
-        """Process until nothing is ready (tests, and 'goodnight outbox drain')."""
+        """Process until nothing is ready (tests and benchmarks drain the outbox this way)."""
         total = 0
         while count := await self.drain_once():
             total += count

@@ -90,7 +90,7 @@ def _pair(follower: uuid.UUID, followed: uuid.UUID) -> dict[str, str]:
 
 
 async def _user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await users.get(session, user_id)
+    user = await users.get(session, user_id)  # loaded by the lock: served from the session, no query
     assert user is not None  # locked above, cannot have vanished
     return user
 

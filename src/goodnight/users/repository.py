@@ -33,8 +33,9 @@ async def summaries(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> dic
     return {user.id: user for user in rows}
 
 
-async def lock_for_write(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
-    """Row-lock the given users in id order and mark them active; returns the ids that exist.
+async def lock_for_write(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, User]:
+    """Row-lock the given users in id order; returns the ones that exist, loaded into the session (so a
+    later ``session.get`` of them costs no query).
 
     Every write path takes its user locks through here, always in the same (id) order, so two requests can
     never wait on each other in a cycle. The lock also serialises one user's writes, which is what makes
@@ -43,9 +44,9 @@ async def lock_for_write(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -
     """
     ordered = sorted(set(user_ids))
     found = await session.scalars(
-        sa.select(User.id).where(User.id.in_(ordered)).order_by(User.id).with_for_update()
+        sa.select(User).where(User.id.in_(ordered)).order_by(User.id).with_for_update()
     )
-    return set(found)
+    return {user.id: user for user in found}
 
 
 async def touch(session: AsyncSession, user_id: uuid.UUID) -> None:
