@@ -17,7 +17,6 @@ from goodnight.config import Settings
 from goodnight.db import Database, session_scope
 from goodnight.errors import Unauthorized
 from goodnight.jobs.events import DISABLED, Events
-from goodnight.timeline.reader import TimelineReader
 from goodnight.timeline.runtime import Timeline
 
 
@@ -33,7 +32,11 @@ class Services:
     timeline: Timeline | None = None
 
 
-def get_services(request: Request) -> Services:
+# Dependencies are ``async def`` even when they do not await: FastAPI runs a plain ``def`` dependency in a
+# worker thread, which costs more than everything these do.
+
+
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -41,16 +44,11 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def _events(services: ServicesDep) -> Events:
+async def _events(services: ServicesDep) -> Events:
     return services.events
 
 
-def _timeline_reader(services: ServicesDep) -> TimelineReader | None:
-    return services.timeline.reader if services.timeline is not None else None
-
-
 EventsDep = Annotated[Events, Depends(_events)]
-TimelineDep = Annotated[TimelineReader | None, Depends(_timeline_reader)]
 
 
 async def _read_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
@@ -72,12 +70,12 @@ _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/au
 
 
 async def current_user_id(
-    request: Request,
-    services: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> uuid.UUID:
     if credentials is None:
         raise Unauthorized()
+    # Services straight from the app, not through ServicesDep: every dependency costs on every request.
+    services: Services = request.app.state.services
     user_id = services.tokens.verify(credentials.credentials)
     request.state.user_id = str(user_id)
     return user_id

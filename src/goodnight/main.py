@@ -80,12 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
+    # Routes are matched in order: the feed is most of the traffic, and its /sleep_records/followings must
+    # come before /sleep_records/{record_id}.
+    api.include_router(feed_router)
     api.include_router(users_public_router)
     api.include_router(auth_router)
     api.include_router(users_router)
     api.include_router(socials_router)
-    # The feed's /sleep_records/followings must be matched before /sleep_records/{record_id}.
-    api.include_router(feed_router)
     api.include_router(sleep_router)
     app.include_router(api)
     _mount_docs(app)

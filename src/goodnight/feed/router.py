@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
-from goodnight.deps import AUTHENTICATED, CurrentUserId, SessionDep, TimelineDep
+from goodnight.deps import AUTHENTICATED, CurrentUserId, Services
 from goodnight.errors import error_responses
 from goodnight.feed import service
 from goodnight.feed.schemas import FeedPage
@@ -15,8 +15,7 @@ router = APIRouter(prefix="/sleep_records", tags=["feed"], dependencies=AUTHENTI
 
 @router.get("/followings", response_model=FeedPage, responses=error_responses(401))
 async def followings_feed(
-    session: SessionDep,
-    timeline: TimelineDep,
+    request: Request,
     me: CurrentUserId,
     per_page: Annotated[int, Query(ge=1, le=100, description="Items per page, 1..100.")] = 10,
     cursor: Cursor = None,
@@ -25,8 +24,11 @@ async def followings_feed(
     ] = None,
 ) -> Response:
     """Completed sleep records of everyone you follow from the past 7 days, longest first."""
-    page = await service.followings_feed(
-        session, me, per_page=per_page, cursor=cursor, start_index=start_index, timeline=timeline
+    # The hottest route takes its services from the app rather than through dependencies (each costs on
+    # every request), and no request-wide database session: a page from Redis needs none, SQL opens its own.
+    services: Services = request.app.state.services
+    timeline = services.timeline.reader if services.timeline is not None else None
+    body = await service.followings_feed(
+        services.database, me, per_page=per_page, cursor=cursor, start_index=start_index, timeline=timeline
     )
-    # Serialised once, straight to bytes; the legacy offset fields appear only when they were asked for.
-    return Response(page.model_dump_json(exclude_unset=True), media_type="application/json")
+    return Response(body, media_type="application/json")

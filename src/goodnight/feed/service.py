@@ -11,18 +11,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from goodnight.db import Database
 from goodnight.errors import ValidationFailed
-from goodnight.feed.humanize import humanize_duration
-from goodnight.feed.repository import FeedRow, feed_rows
-from goodnight.feed.schemas import FeedItem, FeedPage, FeedPagination
+from goodnight.feed.render import PageItem, render_item, render_page
+from goodnight.feed.repository import feed_rows
+from goodnight.feed.schemas import FeedPagination
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.keyset import split_page
 from goodnight.timeline.reader import PageRequest, TimelineReader
 from goodnight.users import repository as users
-from goodnight.users.schemas import UserSummary
 
 WINDOW = timedelta(days=7)
 # A cursor may pin a window this much older than "now" (someone scrolling slowly), no more; and a little
@@ -51,14 +49,15 @@ class FeedCursor:
 
 
 async def followings_feed(
-    session: AsyncSession,
+    database: Database,
     user_id: uuid.UUID,
     *,
     per_page: int,
     cursor: str | None,
     start_index: int | None,
     timeline: TimelineReader | None = None,
-) -> FeedPage:
+) -> bytes:
+    """The page's JSON document (``FeedPage``)."""
     if cursor is not None and start_index is not None:
         raise ValidationFailed("Pass either cursor or start_index, not both.", details={"field": "cursor"})
     now = utcnow()
@@ -67,34 +66,31 @@ async def followings_feed(
     if cursor is not None:
         position = FeedCursor.decode(cursor, now)
         since, after = position.since, (position.duration, position.record_id)
-    rows = None
+    items = None
     if timeline is not None and start_index is None:
         # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer).
-        rows = await timeline.page(session, PageRequest(user_id, since, per_page + 1, after))
-    if rows is None:
-        rows = await feed_rows(
-            session, user_id, since=since, limit=per_page + 1, after=after, offset=start_index or 0
-        )
-    page, more = split_page(rows, per_page)
+        items = await timeline.page(PageRequest(user_id, since, per_page + 1, after))
+    if items is None:
+        items = await _from_sql(database, user_id, since, per_page + 1, after, start_index or 0)
+    page, more = split_page(items, per_page)
     next_cursor = FeedCursor(page[-1].duration, page[-1].id, since).encode() if more else None
     pagination = FeedPagination(per_page=per_page, next_cursor=next_cursor)
     if start_index is not None:
         pagination.start_index = start_index
         pagination.last_index = start_index + len(page) - 1 if page else None
-    return FeedPage(data=await _items(session, page), pagination=pagination)
+    return render_page([entry.item for entry in page], pagination)
 
 
-async def _items(session: AsyncSession, rows: list[FeedRow]) -> list[FeedItem]:
-    # Rows from the timeline carry their authors already; the SQL window scan's rows get them in one query.
-    people = await users.summaries(session, {row.user_id for row in rows if row.author is None})
-    return [
-        FeedItem(
-            id=row.id,
-            clocked_in_at=row.clocked_in_at,
-            clocked_out_at=row.clocked_out_at,
-            duration=row.duration,
-            humanized_duration=humanize_duration(row.duration),
-            user=UserSummary.model_validate(row.author or people[row.user_id]),
-        )
-        for row in rows
-    ]
+async def _from_sql(
+    database: Database,
+    user_id: uuid.UUID,
+    since: datetime,
+    limit: int,
+    after: tuple[int, uuid.UUID] | None,
+    offset: int,
+) -> list[PageItem]:
+    async with database.reader() as session:
+        rows = await feed_rows(session, user_id, since=since, limit=limit, after=after, offset=offset)
+        # The window scan's rows get their authors in one more query (joining them would run before the sort).
+        people = await users.summaries(session, {row.user_id for row in rows})
+    return [PageItem(row.duration, row.id, render_item(row, people[row.user_id])) for row in rows]

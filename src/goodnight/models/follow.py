@@ -26,6 +26,9 @@ class Follow(Base):
     followed_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Bumped by every follow and unfollow of this pair (under the pair's row locks): the Redis timeline keeps
+    # the newest version it has applied, so a worker holding an older read cannot undo a newer change.
+    version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
     __table_args__ = (
         # "Who follows X, newest first" and "whom does X follow, newest first", over active rows.

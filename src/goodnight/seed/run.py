@@ -314,14 +314,19 @@ async def _build_timelines(
         await builder.load_celebrities()
         readers = await builder.readers()
         try:
+            with report.phase("renderings", await builder.count_renderings()) as advance:
+                await builder.store_renderings(advance)
             with report.phase("timelines", len(readers)) as advance:
                 stats = await builder.build(readers, advance)
         finally:
             await sink.close()
     report.phases["timelines"].rows = stats.entries
+    report.phases["renderings"].rows = stats.renderings
     result = asdict(stats)
-    used = stats.redis_memory_after - stats.redis_memory_before
+    used = stats.redis_memory_after - stats.redis_memory_renderings
     result["redis_bytes_per_entry"] = round(used / stats.entries, 1) if stats.entries else None
+    used = stats.redis_memory_renderings - stats.redis_memory_before
+    result["redis_bytes_per_rendering"] = round(used / stats.renderings, 1) if stats.renderings else None
     return result
 
 

@@ -22,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from goodnight.feed.render import stored_rendering
+from goodnight.feed.repository import Author, FeedRow
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.seed.resp import CommandSink
@@ -30,6 +32,7 @@ from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.store import TimelineStore
 
 CHUNK = 500  # readers per SQL query and per Redis pipeline
+RENDERINGS_CHUNK = 10_000
 WINDOW = timedelta(days=keys.WINDOW_DAYS)
 
 # PostgreSQL builds the 20-byte members itself (big-endian duration, then the UUID's 16 bytes: keys.member)
@@ -44,17 +47,24 @@ WHERE f.follower_id = ANY($1::uuid[]) AND f.active AND a.followers_count <= $2
 GROUP BY 1, 2
 """
 
+
+def _in_window(since: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    return SleepRecord.clocked_in_at >= since, SleepRecord.duration_s.is_not(None)
+
+
 Bucket = tuple[uuid.UUID, date, list[bytes]]  # (reader, day, members)
 Readers = Sequence[tuple[uuid.UUID, datetime]]  # (reader, last seen)
 
 
 @dataclass
 class TimelineStats:
+    renderings: int = 0
     readers: int = 0
     buckets: int = 0
     entries: int = 0
     celebrities: int = 0
     redis_memory_before: int = 0
+    redis_memory_renderings: int = 0  # after the renderings, before the timelines
     redis_memory_after: int = 0
 
 
@@ -132,8 +142,47 @@ class TimelineBuilder:
         self.stats.celebrities = len(celebrities)
         return celebrities
 
-    async def build(self, readers: Readers, on_chunk: Callable[[int], None] | None = None) -> TimelineStats:
+    async def count_renderings(self) -> int:
+        found = await self.connection.scalar(
+            sa.select(sa.func.count()).select_from(SleepRecord).where(*_in_window(utcnow() - WINDOW))
+        )
+        await self.connection.rollback()
+        return int(found or 0)
+
+    async def store_renderings(self, on_chunk: Callable[[int], None] | None = None) -> None:
+        """Every completed record in the window gets its stored feed item (``gn:r:<record>``), as fanout
+        would have written it: timelines hold only members, pages are assembled from these."""
         self.stats.redis_memory_before = await used_memory(self.redis)
+        query = (
+            sa.select(
+                SleepRecord.id,
+                SleepRecord.user_id,
+                SleepRecord.clocked_in_at,
+                SleepRecord.clocked_out_at,
+                SleepRecord.duration_s,
+                User.username,
+                User.name,
+            )
+            .join(User, User.id == SleepRecord.user_id)
+            .where(*_in_window(utcnow() - WINDOW))
+            .execution_options(yield_per=RENDERINGS_CHUNK)
+        )
+        command = self.sink.command
+        result = await self.connection.stream(query)
+        async for rows in result.partitions():
+            for record_id, user_id, start, end, duration, username, name in rows:
+                author = Author(user_id, username, name)
+                row = FeedRow(record_id, user_id, start, end, duration, author)  # type: ignore[arg-type]
+                expire_at = keys.expire_at(keys.bucket_day(start))
+                command("SET", keys.rendering_key(record_id), stored_rendering(row), "EXAT", expire_at)
+            await self.sink.flush()
+            self.stats.renderings += len(rows)
+            if on_chunk is not None:
+                on_chunk(len(rows))
+        await self.connection.rollback()
+        self.stats.redis_memory_renderings = await used_memory(self.redis)
+
+    async def build(self, readers: Readers, on_chunk: Callable[[int], None] | None = None) -> TimelineStats:
         if self.connection.dialect.name == "postgresql":
             self._driver = (await self.connection.get_raw_connection()).driver_connection
         since = utcnow() - WINDOW

@@ -133,4 +133,5 @@ async def delete(session: AsyncSession, events: Events, user_id: uuid.UUID, raw_
         "clocked_in_at": record.clocked_in_at.isoformat(),
         "duration": record.duration_s,
     }
-    await events.publish(session, EventKind.RECORD_DELETED, payload)
+    # Applied right after commit too (a tombstone), so no feed shows the record once the delete returns.
+    await events.publish(session, EventKind.RECORD_DELETED, payload, apply_now=True)

@@ -57,10 +57,11 @@ async def follow(session: AsyncSession, events: Events, me: uuid.UUID, raw_targe
         raise AlreadyFollowing()
     now = utcnow()
     if row is None:
-        session.add(Follow(follower_id=me, followed_id=target, active=True, followed_at=now))
+        session.add(Follow(follower_id=me, followed_id=target, active=True, followed_at=now, version=1))
     else:  # re-follow: reactivate the one row this pair will ever have
         row.active = True
         row.followed_at = now
+        row.version += 1
     try:
         await session.flush()
     except IntegrityError as exc:  # defence in depth; the user-row locks already serialise this pair
@@ -77,11 +78,11 @@ async def unfollow(session: AsyncSession, events: Events, me: uuid.UUID, raw_tar
     if row is None or not row.active:
         raise NotFollowing()
     row.active = False
+    row.version += 1
     await session.flush()
     await users.add_to_counters(session, me, target, -1)
-    # Feed reads already hide unfollowed users (every page is checked against the database); the event only
-    # frees the timeline entries.
-    await events.publish(session, EventKind.UNFOLLOWED, _pair(me, target))
+    # Applied right after commit too, so the very next feed read no longer shows the unfollowed user.
+    await events.publish(session, EventKind.UNFOLLOWED, _pair(me, target), apply_now=True)
     return await _user(session, target)
 
 

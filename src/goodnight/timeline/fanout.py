@@ -2,8 +2,9 @@
 
 Handlers never trust the event to describe the present: they re-read the database and apply what is true
 now. That makes them idempotent and indifferent to order, which is what at-least-once delivery by many
-concurrent workers needs. What a handler cannot undo in a race (a fanout landing just after an unfollow or a
-delete) is harmless: every page read from Redis is checked against the database before it is served.
+concurrent workers needs. The races a re-read cannot close are closed in Redis (see ``store``): a follow
+change carries its row's version and loses to a newer one, fanout never adds the records of someone the
+reader has unfollowed, and a deleted record's tombstone outlives any entry a stale fanout adds for it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
-from goodnight.models import Follow, SleepRecord, User
-from goodnight.timeline import repository
+from goodnight.models import Follow, User
+from goodnight.timeline import keys, repository
 from goodnight.timeline.keys import WINDOW_DAYS
 from goodnight.timeline.store import Entry, TimelineStore
 
@@ -55,56 +56,77 @@ class Fanout:
             case _:
                 raise UnknownEvent(f"unknown outbox event kind {kind!r}")
 
+    async def apply_now(self, kind: str, payload: dict[str, Any]) -> None:
+        """What must be true before the actor's response is sent. A deletion only needs its tombstone (it
+        hides the record from every page); taking the entries out of every follower's timeline is left to
+        the outbox."""
+        if kind == EventKind.RECORD_DELETED:
+            await self.forget_record(payload)
+        else:
+            await self.apply(kind, payload)
+
     async def sleep_completed(self, record_id: uuid.UUID) -> None:
         now = utcnow()
         async with self.database.reader() as session:
-            record = await session.get(SleepRecord, record_id)
-            author = await session.get(User, record.user_id) if record is not None else None
-            if record is None or author is None or record.duration_s is None:
-                return  # deleted since, or reopened: nothing to show
-            entry = repository.entry(record.id, record.duration_s, record.clocked_in_at)
-            if record.clocked_in_at < now - WINDOW:
+            rows = await repository.window_records(session, now - WINDOW, record_id=record_id)
+            if not rows:
+                return  # deleted since, reopened, or already out of the window: nothing to show
+            author = await session.get(User, rows[0].user_id)
+            if author is None:
                 return
             followers_count = author.followers_count
+        record = rows[0]
+        await self.store.put_renderings([repository.rendering(record)])
         if followers_count > self.threshold:
-            # Celebrity: readers merge this user's records at read time. Join the set *before* skipping
-            # fanout, so no record is ever neither fanned out nor merged.
-            await self.store.add_celebrity(author.id)
+            # Celebrity: readers merge this user's records at read time. Join the set (and move its version)
+            # *before* skipping fanout, so no record is ever neither fanned out nor merged.
+            await self.store.celebrity_changed(author.id)
             return
         if await self.store.is_celebrity(author.id):
             if followers_count >= self.threshold * DOWNGRADE_RATIO:
+                await self.store.celebrity_changed(author.id)
                 return
             await self._backfill_former_celebrity(author.id, now)
             return
-        await self._fan_out(author.id, [entry], active_since=now - self.active_for)
+        await self._fan_out(author.id, [repository.row_entry(record)], active_since=now - self.active_for)
 
     async def _backfill_former_celebrity(self, author_id: uuid.UUID, now: datetime) -> None:
         async with self.database.reader() as session:
-            entries = await repository.author_entries(session, author_id, now - WINDOW)
+            rows = await repository.window_records(session, now - WINDOW, authors=[author_id])
+        await self.store.put_renderings([repository.rendering(row) for row in rows])
+        entries = [repository.row_entry(row) for row in rows]
         await self._fan_out(author_id, entries, active_since=now - self.active_for)
         await self.store.remove_celebrity(author_id)  # only once every follower has the records
 
-    async def record_deleted(self, payload: dict[str, Any]) -> None:
+    async def forget_record(self, payload: dict[str, Any]) -> None:
         if payload.get("duration") is None:
             return  # an open record was never in any timeline
         start = datetime.fromisoformat(payload["clocked_in_at"])
+        await self.store.forget_record(uuid.UUID(payload["record_id"]), keys.bucket_day(start))
+
+    async def record_deleted(self, payload: dict[str, Any]) -> None:
+        await self.forget_record(payload)
+        if payload.get("duration") is None:
+            return
+        start = datetime.fromisoformat(payload["clocked_in_at"])
         entry = repository.entry(uuid.UUID(payload["record_id"]), int(payload["duration"]), start)
-        # Reads already filter deleted records out; this just gives the memory back early.
+        # The tombstone already hides the record; this gives the memory back early.
         await self._fan_out(uuid.UUID(payload["user_id"]), [entry], active_since=None, remove=True)
 
     async def follow_changed(self, follower_id: uuid.UUID, followed_id: uuid.UUID) -> None:
         """Merge the followee's week into the follower's timeline, or take it out: whichever the follow's
-        state is now."""
+        state is now, unless a newer change of the pair has been applied already."""
         since = utcnow() - WINDOW
         async with self.database.reader() as session:
             follow = await session.get(Follow, (follower_id, followed_id))
-            following = follow is not None and follow.active
-            entries = await repository.author_entries(session, followed_id, since)
-        if following:
-            await self.store.add([follower_id], entries)
-            await self.store.bump_follows(follower_id)
-        else:
-            await self.store.remove([follower_id], entries)
+            if follow is None:
+                return  # the users are gone
+            code = keys.follow_code(follow.version, follow.active)
+            rows = await repository.window_records(session, since, authors=[followed_id])
+        if follow.active:
+            await self.store.put_renderings([repository.rendering(row) for row in rows])
+        entries = [repository.row_entry(row) for row in rows]
+        await self.store.set_follow_state(follower_id, followed_id, code, entries)
 
     async def _fan_out(
         self,
@@ -129,6 +151,6 @@ class Fanout:
             if remove:
                 await self.store.remove(batch, entries)
             else:
-                await self.store.add(batch, entries)
+                await self.store.add(batch, author_id, entries)
             reached += len(batch)
             after = batch[-1]

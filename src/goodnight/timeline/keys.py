@@ -4,6 +4,10 @@ A timeline is one sorted set per reader per UTC day of clock-in, ``gn:tl:{<reade
 when every record in it has left the 7-day window: Redis frees the memory itself, no sweeper scans keys.
 The ``{<reader>}`` hash tag puts all of a reader's keys in one Redis Cluster slot.
 
+Beside the buckets, each reader has a follow-state hash ``gn:tf:{<reader>}`` (followee -> the newest follow
+version applied, see ``follow_code``); each record in a timeline has its rendered feed item in
+``gn:r:<record>``.
+
 Members are 20 bytes: the duration (4 bytes, big-endian) then the record's UUID (16 bytes), all with score 0,
 so the set's lexicographic order is exactly the feed's ``(duration, id)`` order and a cursor is a ZRANGE
 BYLEX bound: an index seek, never an offset.
@@ -21,6 +25,11 @@ WINDOW_DAYS = 7
 CELEBRITIES = f"{PREFIX}:{{celebs}}"
 # Present once the celebrity set has been (re)built from the database.
 CELEBRITIES_READY = f"{PREFIX}:{{celebs}}:ready"
+# Moves whenever the celebrity set or any celebrity's records change: API processes keep a snapshot of the
+# celebrities' records and reload it when this moves.
+CELEBRITIES_VERSION = f"{PREFIX}:{{celebs}}:v"
+# A follow state outlives every timeline entry a stale writer could still add for that pair.
+FOLLOW_STATE_TTL_SECONDS = (WINDOW_DAYS + 2) * 86400
 _DURATION = struct.Struct(">I")
 MEMBER_SIZE = _DURATION.size + 16
 
@@ -36,6 +45,19 @@ def bucket_key(reader: uuid.UUID, day: date) -> str:
 def marker_key(reader: uuid.UUID) -> str:
     """Exists while the reader's timeline is complete and kept up to date ("warm")."""
     return f"{PREFIX}:tm:{{{reader.hex}}}"
+
+
+def follow_state_key(reader: uuid.UUID) -> str:
+    return f"{PREFIX}:tf:{{{reader.hex}}}"
+
+
+def rendering_key(record_id: uuid.UUID) -> str:
+    return f"{PREFIX}:r:{record_id.hex}"
+
+
+def follow_code(version: int, active: bool) -> int:
+    """One number that orders a pair's follow changes and says whether the newest one is a follow (odd)."""
+    return version * 2 + int(active)
 
 
 def rebuild_lock_key(reader: uuid.UUID) -> str:

@@ -1,17 +1,23 @@
-"""Serving a feed page from the Redis timeline, or saying it cannot (the caller then uses SQL).
+"""Serving a feed page from Redis alone, or saying it cannot (the caller then uses SQL).
 
-A page from Redis is assembled from candidates, never trusted blindly:
-1. up to N+1 members after the cursor, merged across the reader's day buckets (one round trip);
-2. checked against the database in one query by id (still followed, not deleted, inside the window), which
-   also makes every race between fanout and unfollow/delete harmless;
-3. merged with the records of followed celebrities, which are never fanned out.
+A page from Redis needs no database query:
+1. one script call returns the reader's marker and the members after the cursor of each day bucket;
+2. they are merged with the records of the celebrities the reader follows (never fanned out), which each
+   API process keeps as a snapshot, reloaded whenever the celebrity version in Redis moves;
+3. one MGET returns the candidates' stored renderings (the JSON of each feed item) and that version:
+   tombstones (deleted records) and records older than the window's exact start are skipped.
+The timeline itself is exact (see ``store``): unfollows and follows are applied in Redis before the actor's
+response is sent, and no stale writer can put an unfollowed user's records back.
 A cold timeline (never built, expired through inactivity, or lost by Redis) is answered from SQL and rebuilt
-in the background; Redis failures trip a breaker and the feed is served from SQL meanwhile.
+in the background; Redis failures trip a breaker and the feed is served from SQL meanwhile; and nothing is
+served from Redis while the outbox is behind by more than the allowed lag.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
 import logging
 import time
 import uuid
@@ -19,22 +25,22 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from goodnight.config import Settings
 from goodnight.db import Database
-from goodnight.feed.repository import FeedRow, feed_rows
+from goodnight.feed.render import TOMBSTONE, PageItem, epoch_ms, parse_rendering
 from goodnight.jobs import outbox
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
 from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
-from goodnight.timeline.store import Marker, TimelineStore
+from goodnight.timeline.store import Candidates, Marker, TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")
 WINDOW = timedelta(days=keys.WINDOW_DAYS)
+# A scroll may pin a window up to a day older than now's; the celebrity snapshot covers that too.
+SNAPSHOT_SPAN = WINDOW + timedelta(days=1)
 # How often a reader's activity is written back to the database (it decides who gets fanout).
 SEEN_REFRESH_SECONDS = 3600
-# Candidates fetched beyond what the page needs, to absorb the few that fail the database check.
+# Candidates fetched beyond what the page needs, to absorb deleted records and the window's edge.
 SLACK = 4
 MAX_ROUNDS = 8
 CATCH_UP_RECHECK_SECONDS = 0.5
@@ -49,8 +55,36 @@ class PageRequest:
     after: tuple[int, uuid.UUID] | None  # (duration, id) of the last row already seen
 
 
-def _order_key(row: FeedRow) -> tuple[int, uuid.UUID]:
-    return row.duration, row.id
+@dataclass(frozen=True, slots=True)
+class CelebritySnapshot:
+    version: bytes
+    celebrities: frozenset[uuid.UUID]
+    members: dict[uuid.UUID, list[bytes]]  # each celebrity's records in the span, ascending
+    clocked_in: dict[
+        bytes, int
+    ]  # each member's clock-in, epoch ms: the window's start is applied before MGET
+
+
+def _merge(
+    candidates: Candidates, celebrity: list[bytes], count: int, clocked_in: dict[bytes, int], since_ms: int
+) -> tuple[list[bytes], bool]:
+    """The first ``count`` members of the buckets and of the celebrity members (already below the cursor,
+    ascending, and kept only from the window's start on), in feed order without duplicates, and whether
+    nothing lies beyond them.
+
+    Taking ``count`` from the merge is safe although a full bucket may hold more: each of its unread members
+    is below its ``count`` read ones, so below everything in the merged ``count``. Celebrity members are
+    filtered lazily (their renderings may have expired with their day): only as many as the merge takes."""
+    in_window = (member for member in reversed(celebrity) if clocked_in[member] >= since_ms)
+    merged = heapq.merge(*candidates.members, in_window, reverse=True)
+    batch: list[bytes] = []
+    for taken, member in enumerate(merged):
+        if taken == count:
+            return batch, False
+        if not batch or batch[-1] != member:  # a former celebrity's record may be in both
+            batch.append(member)
+    exhausted = all(len(found) < candidates.count for found in candidates.members)
+    return batch, exhausted
 
 
 class TimelineReader:
@@ -68,116 +102,147 @@ class TimelineReader:
         self._suspect = False
         self._caught_up = False
         self._recheck_at = 0.0
+        self._checking = False
+        self._failures = 0
         self._background: set[asyncio.Task[None]] = set()
-        # reader -> (follow version, celebrity set, the celebrities among the reader's followings)
-        self._celebrity_follows: OrderedDict[
-            uuid.UUID, tuple[int, frozenset[uuid.UUID], frozenset[uuid.UUID]]
-        ] = OrderedDict()
+        self._snapshot: CelebritySnapshot | None = None
+        self._snapshot_lock = asyncio.Lock()
+        # reader -> (follow version, snapshot version, members of the celebrities the reader follows)
+        self._celebrity_follows: OrderedDict[uuid.UUID, tuple[int, bytes, list[bytes]]] = OrderedDict()
         # Pages answered from Redis vs handed back to SQL: what an operator (or a test) needs to see.
         self.served = 0
         self.declined = 0
 
-    async def page(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
-        """Up to ``limit`` rows in feed order after ``after``, or None when Redis cannot answer truthfully."""
-        rows = await self._page(session, request)
-        if rows is None:
+    async def page(self, request: PageRequest) -> list[PageItem] | None:
+        """Up to ``limit`` items in feed order after ``after``; None when Redis cannot answer truthfully."""
+        items = await self._page(request)
+        if items is None:
             self.declined += 1
         else:
             self.served += 1
-        return rows
+        return items
 
     def redis_failed(self) -> None:
         self.breaker.trip()
         self._suspect = True
+        self._failures += 1
 
-    async def _outbox_caught_up(self, session: AsyncSession) -> bool:
+    async def _outbox_caught_up(self) -> bool:
         """True when no outbox event has waited longer than the allowed lag (checked twice a second at most,
-        and right away after a failure)."""
+        and right away after a failure). One request checks; the others meanwhile go by the last answer, so
+        a busy process sends one query per period, not one per request in flight."""
         now = time.monotonic()
-        if self._suspect or now >= self._recheck_at:
-            age = await outbox.oldest_pending_age(session)
-            self._caught_up = age is None or age <= self.max_lag
-            self._recheck_at = now + CATCH_UP_RECHECK_SECONDS
-            self._suspect = self._suspect and not self._caught_up
-        return self._caught_up
+        if (self._suspect or now >= self._recheck_at) and not self._checking:
+            self._checking = True
+            failures = self._failures
+            try:
+                async with self.database.reader() as session:
+                    age = await outbox.oldest_pending_age(session)
+                self._caught_up = age is None or age <= self.max_lag
+                self._recheck_at = time.monotonic() + CATCH_UP_RECHECK_SECONDS
+                if failures == self._failures:  # a failure during the check needs a check of its own
+                    self._suspect = self._suspect and not self._caught_up
+            finally:
+                self._checking = False
+        return self._caught_up and not self._suspect
 
-    async def _page(self, session: AsyncSession, request: PageRequest) -> list[FeedRow] | None:
-        if not self.breaker.allows() or not await self._outbox_caught_up(session):
+    async def _page(self, request: PageRequest) -> list[PageItem] | None:
+        if not self.breaker.allows() or not await self._outbox_caught_up():
             return None
         try:
-            found = await self._from_timeline(session, request)
-            if found is None:
-                return None
-            fanned, marker = found
-            celebrities = await self.store.celebrities()
+            return await self._assemble(request)
         except REDIS_ERRORS as exc:
             logger.warning("redis unavailable, serving the feed from SQL: %s", exc)
             self.redis_failed()
             return None
-        if celebrities is None:
-            self._spawn(self._rebuild_celebrities())
-            return None
-        followed = await self._followed_celebrities(session, request.reader, marker, frozenset(celebrities))
-        if not followed:
-            return fanned
-        merged = await feed_rows(
-            session,
-            request.reader,
-            since=request.since,
-            limit=request.limit,
-            after=request.after,
-            authors=followed,
-            with_authors=True,
-        )
-        unique = {row.id: row for row in [*fanned, *merged]}
-        return sorted(unique.values(), key=_order_key, reverse=True)[: request.limit]
 
-    async def _followed_celebrities(
-        self, session: AsyncSession, reader: uuid.UUID, marker: Marker, celebrities: frozenset[uuid.UUID]
-    ) -> frozenset[uuid.UUID]:
-        """The celebrities this reader follows, cached until the reader follows someone (the marker's follow
-        version moves) or the celebrity set changes. An unfollow may leave a stale member in the cache:
-        harmless, the merge query only returns records of people still followed."""
-        if not celebrities:
-            return frozenset()
-        cached = self._celebrity_follows.get(reader)
-        if cached is not None and cached[0] == marker.follows and cached[1] == celebrities:
-            self._celebrity_follows.move_to_end(reader)
-            return cached[2]
-        followed = await repository.followed_among(session, reader, celebrities)
-        self._celebrity_follows[reader] = (marker.follows, celebrities, followed)
-        if len(self._celebrity_follows) > CELEBRITY_FOLLOWS_CACHE_SIZE:
-            self._celebrity_follows.popitem(last=False)
-        return followed
-
-    async def _from_timeline(
-        self, session: AsyncSession, request: PageRequest
-    ) -> tuple[list[FeedRow], Marker] | None:
-        reader, since, limit = request.reader, request.since, request.limit
-        days = keys.bucket_days(since, utcnow())
+    async def _assemble(self, request: PageRequest) -> list[PageItem] | None:
+        reader, limit = request.reader, request.limit
+        since_ms = epoch_ms(request.since)
+        days = keys.bucket_days(request.since, utcnow())
         cursor = keys.member(*request.after) if request.after is not None else None
-        valid: list[FeedRow] = []
+        page: list[PageItem] = []
         for _ in range(MAX_ROUNDS):
-            wanted = limit - len(valid)
-            candidates, marker = await self.store.read(reader, days, cursor, wanted + SLACK)
-            if candidates is None or marker is None:
+            wanted = limit - len(page) + SLACK
+            found = await self.store.read(reader, days, cursor, wanted)
+            if found is None:
                 self._spawn(self._rebuild(reader))
                 return None
-            if not valid and time.time() - marker.seen > SEEN_REFRESH_SECONDS:
+            candidates, marker = found
+            if not page and time.time() - marker.seen > SEEN_REFRESH_SECONDS:
                 self._spawn(self._mark_seen(reader))
-            if candidates.members:
-                ids = [keys.parse_member(member)[1] for member in candidates.members]
-                checked = {
-                    row.id: row
-                    for row in await feed_rows(
-                        session, reader, since=since, limit=len(ids), ids=ids, with_authors=True
-                    )
-                }
-                valid.extend(checked[record_id] for record_id in ids if record_id in checked)
-                cursor = candidates.members[-1]
-            if len(valid) >= limit or candidates.exhausted:
-                return valid[:limit], marker
-        return None  # a timeline this full of stale entries is better answered by SQL (and rebuilt)
+            snapshot = self._snapshot or await self._load_snapshot()
+            if snapshot is None:
+                return None
+            celebrity = await self._followed_celebrity_members(reader, marker, snapshot)
+            if cursor is not None:
+                celebrity = celebrity[: bisect.bisect_left(celebrity, cursor)]
+            batch, exhausted = _merge(candidates, celebrity, wanted, snapshot.clocked_in, since_ms)
+            ids = [keys.parse_member(member) for member in batch]
+            version, renderings = await self.store.renderings([record_id for _, record_id in ids])
+            if version != snapshot.version:
+                self._snapshot = None  # a celebrity or one of their records changed: reload, then redo
+                continue
+            for (duration, record_id), raw in zip(ids, renderings, strict=True):
+                if raw is None:  # every entry is stored with its rendering: Redis has lost data
+                    self._spawn(self._rebuild(reader))
+                    return None
+                if raw == TOMBSTONE:
+                    continue
+                clocked_in_ms, item = parse_rendering(raw)
+                if clocked_in_ms >= since_ms:
+                    page.append(PageItem(duration, record_id, item))
+            if len(page) >= limit or exhausted:
+                return page[:limit]
+            cursor = batch[-1]
+        return None  # a timeline this full of deleted records is better answered by SQL
+
+    async def _load_snapshot(self) -> CelebritySnapshot | None:
+        """The celebrities and their recent records, as of the version read first (a change after that
+        moves the version again, so it is never missed). None while the celebrity set is being rebuilt."""
+        async with self._snapshot_lock:
+            if self._snapshot is not None:
+                return self._snapshot  # loaded by another request while this one waited
+            version = await self.store.celebrity_version()
+            celebrities = await self.store.celebrities()
+            if celebrities is None:
+                self._spawn(self._rebuild_celebrities())
+                return None
+            rows = []
+            if celebrities:
+                async with self.database.reader() as session:
+                    since = utcnow() - SNAPSHOT_SPAN
+                    rows = await repository.window_records(session, since, authors=celebrities)
+            await self.store.put_renderings([repository.rendering(row) for row in rows])
+            members: dict[uuid.UUID, list[bytes]] = {celebrity: [] for celebrity in celebrities}
+            clocked_in: dict[bytes, int] = {}
+            for row in rows:
+                member = keys.member(row.duration, row.id)
+                members[row.user_id].append(member)
+                clocked_in[member] = epoch_ms(row.clocked_in_at)
+            for found in members.values():
+                found.sort()
+            self._snapshot = CelebritySnapshot(version, frozenset(celebrities), members, clocked_in)
+            return self._snapshot
+
+    async def _followed_celebrity_members(
+        self, reader: uuid.UUID, marker: Marker, snapshot: CelebritySnapshot
+    ) -> list[bytes]:
+        """The records of the celebrities this reader follows, ascending; cached until the reader follows or
+        unfollows someone (the marker's follow version moves) or the snapshot changes."""
+        if not snapshot.celebrities:
+            return []
+        cached = self._celebrity_follows.get(reader)
+        if cached is not None and cached[0] == marker.follows and cached[1] == snapshot.version:
+            self._celebrity_follows.move_to_end(reader)
+            return cached[2]
+        async with self.database.reader() as session:
+            followed = await repository.followed_among(session, reader, snapshot.celebrities)
+        members = sorted(member for celebrity in followed for member in snapshot.members[celebrity])
+        self._celebrity_follows[reader] = (marker.follows, snapshot.version, members)
+        if len(self._celebrity_follows) > CELEBRITY_FOLLOWS_CACHE_SIZE:
+            self._celebrity_follows.popitem(last=False)
+        return members
 
     def _spawn(self, work: object) -> None:
         assert asyncio.iscoroutine(work)
@@ -209,7 +274,9 @@ class TimelineReader:
                 await repository.mark_active(session, reader, now)
                 await session.commit()
             async with self.database.reader() as session:
-                entries = await repository.reader_entries(session, reader, since)
+                rows = await repository.window_records(session, since, reader=reader)
+            await self.store.put_renderings([repository.rendering(row) for row in rows])
+            entries = [repository.authored_entry(row) for row in rows]
             return await self.store.fill(reader, entries, seen=time.time(), ttl_seconds=self.marker_ttl)
         finally:
             await self.store.unlock_rebuild(reader)

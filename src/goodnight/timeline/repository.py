@@ -9,39 +9,65 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goodnight.feed.render import stored_rendering
+from goodnight.feed.repository import Author, FeedRow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.timeline import keys
-from goodnight.timeline.store import Entry
+from goodnight.timeline.store import AuthoredEntry, Entry, Rendering
 
 
 def entry(record_id: uuid.UUID, duration: int, clocked_in_at: datetime) -> Entry:
     return keys.bucket_day(clocked_in_at), keys.member(duration, record_id)
 
 
-def _completed_since(since: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(SleepRecord.clocked_in_at >= since, SleepRecord.duration_s.is_not(None))
+def row_entry(row: FeedRow) -> Entry:
+    return entry(row.id, row.duration, row.clocked_in_at)
 
 
-async def author_entries(session: AsyncSession, author_id: uuid.UUID, since: datetime) -> list[Entry]:
-    """The author's completed records inside the window (about one a night)."""
-    rows = await session.execute(
-        sa.select(SleepRecord.id, SleepRecord.duration_s, SleepRecord.clocked_in_at).where(
-            SleepRecord.user_id == author_id, _completed_since(since)
+def authored_entry(row: FeedRow) -> AuthoredEntry:
+    return row.user_id, *row_entry(row)
+
+
+def rendering(row: FeedRow) -> Rendering:
+    return row.id, keys.bucket_day(row.clocked_in_at), stored_rendering(row)
+
+
+async def window_records(
+    session: AsyncSession,
+    since: datetime,
+    *,
+    reader: uuid.UUID | None = None,
+    authors: Collection[uuid.UUID] | None = None,
+    record_id: uuid.UUID | None = None,
+) -> list[FeedRow]:
+    """Completed records clocked in at or after ``since``, each with its author: those of the people
+    ``reader`` follows (a rebuild), of ``authors`` (a followee's week, the celebrities), or one record."""
+    record = SleepRecord
+    query = (
+        sa.select(
+            record.id,
+            record.user_id,
+            record.clocked_in_at,
+            record.clocked_out_at,
+            record.duration_s,
+            User.username,
+            User.name,
         )
+        .join(User, User.id == record.user_id)
+        .where(record.clocked_in_at >= since, record.duration_s.is_not(None))
     )
-    return [entry(record_id, duration, start) for record_id, duration, start in rows if duration is not None]
-
-
-async def reader_entries(session: AsyncSession, reader_id: uuid.UUID, since: datetime) -> list[Entry]:
-    """Everything a reader's timeline should hold, in one keyset-free SQL query (used to rebuild it)."""
-    rows = await session.execute(
-        sa.select(SleepRecord.id, SleepRecord.duration_s, SleepRecord.clocked_in_at)
-        .join(Follow, sa.and_(Follow.followed_id == SleepRecord.user_id, Follow.follower_id == reader_id))
-        .where(
-            Follow.active.is_(True), SleepRecord.clocked_in_at >= since, SleepRecord.duration_s.is_not(None)
-        )
-    )
-    return [entry(record_id, duration, start) for record_id, duration, start in rows if duration is not None]
+    if reader is not None:
+        query = query.join(
+            Follow, sa.and_(Follow.followed_id == record.user_id, Follow.follower_id == reader)
+        ).where(Follow.active.is_(True))
+    if authors is not None:
+        query = query.where(record.user_id.in_(authors))
+    if record_id is not None:
+        query = query.where(record.id == record_id)
+    return [
+        FeedRow(rid, uid, start, end, duration, Author(uid, username, name))  # type: ignore[arg-type]
+        for rid, uid, start, end, duration, username, name in await session.execute(query)
+    ]
 
 
 async def followers_batch(

@@ -48,7 +48,7 @@ class Timeline:
         if not self.reader.breaker.allows():
             return
         try:
-            await self.fanout.apply(kind, payload)
+            await self.fanout.apply_now(kind, payload)
         except REDIS_ERRORS:
             self.reader.redis_failed()
             raise

@@ -1,39 +1,54 @@
-"""Redis operations on timelines. Every call here is idempotent, so outbox redelivery is harmless."""
+"""Redis operations on timelines. Every call here is idempotent, so outbox redelivery is harmless.
+
+What a page read from Redis may trust, and what keeps it true without asking the database:
+* a reader's buckets only ever receive a followee's records through ``_ADD_ENTRIES`` or
+  ``_SET_FOLLOW_STATE``, which consult the reader's follow-state hash in the same atomic step: once an
+  unfollow is recorded there, no writer holding an older read of the follow graph can put that followee's
+  records back;
+* a deleted record's rendering is overwritten with a tombstone, which renderings written later never replace
+  (``SET NX``), so a page skips it however many stale entries still point at it.
+"""
 
 from __future__ import annotations
 
-import heapq
+import asyncio
+import secrets
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
+from redis.asyncio import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from goodnight.feed.render import TOMBSTONE
 from goodnight.timeline import keys
 from goodnight.timeline.redis_client import RedisClient
 
 Entry = tuple[date, bytes]  # (bucket day, member)
+AuthoredEntry = tuple[uuid.UUID, date, bytes]  # (author, bucket day, member)
+Rendering = tuple[uuid.UUID, date, bytes]  # (record, bucket day, stored rendering)
+
 REBUILD_LOCK_SECONDS = 60
+# Entries per script call when a whole timeline is loaded (keeps each call short: Redis runs one at a time).
+ADD_CHUNK = 2_000
+CLUSTER_CONCURRENCY = 64
 
 
 @dataclass(frozen=True, slots=True)
 class Marker:
     seen: float  # when the reader was last marked active, seconds since the epoch
-    follows: int  # bumped on every follow the reader makes
+    follows: int  # moves on every follow and unfollow the reader makes
 
 
 @dataclass(frozen=True, slots=True)
 class Candidates:
-    members: list[bytes]  # newest-first in feed order: (duration, id) descending
-    exhausted: bool  # True when no member past the last one exists in these buckets
-
-
-def _by_day(entries: Iterable[Entry]) -> dict[date, list[bytes]]:
-    grouped: dict[date, list[bytes]] = defaultdict(list)
-    for day, member in entries:
-        grouped[day].append(member)
-    return grouped
+    members: list[list[bytes]]  # per day bucket, newest first: (duration, id) descending
+    count: int  # how many were asked of each bucket: a bucket that returned fewer has nothing more
 
 
 # KEYS[1] = marker, KEYS[2] = the key that must still exist; one reader's keys share a slot (Cluster-safe).
@@ -46,70 +61,182 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# Bumped whenever the reader follows someone: tells readers' caches of "which celebrities do I follow" that
-# they are stale. Only on a warm timeline, so no marker is ever created without its lifetime.
-_BUMP_FOLLOWS_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-return redis.call('HINCRBY', KEYS[1], 'follows', 1)
+# One round trip for a page: the marker, then up to ARGV[2] members of each bucket below the exclusive bound
+# ARGV[1] ('+' for none). The buckets are merged by the caller. KEYS[1] = marker, KEYS[2..] = buckets.
+_READ = """
+local seen = redis.call('HGET', KEYS[1], 'seen')
+if not seen then return false end
+local result = {seen, redis.call('HGET', KEYS[1], 'follows') or '0'}
+for i = 2, #KEYS do
+  result[i + 1] = redis.call('ZRANGE', KEYS[i], ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
+end
+return result
 """
+
+# Fanout and rebuilds: add entries unless the reader's follow state says the author is unfollowed.
+# KEYS[1] = follow state, KEYS[2..] = buckets; ARGV[1..#KEYS-1] = each bucket's EXPIREAT, then
+# (author, bucket number, member) triples.
+_ADD_ENTRIES = """
+local buckets = #KEYS - 1
+local blocked = {}
+for i = buckets + 1, #ARGV, 3 do
+  local author = ARGV[i]
+  if blocked[author] == nil then
+    local code = redis.call('HGET', KEYS[1], author)
+    blocked[author] = code ~= false and tonumber(code) % 2 == 0
+  end
+  if not blocked[author] then
+    redis.call('ZADD', KEYS[tonumber(ARGV[i + 1]) + 1], 0, ARGV[i + 2])
+  end
+end
+for b = 1, buckets do redis.call('EXPIREAT', KEYS[b + 1], ARGV[b]) end
+return 0
+"""
+
+# A follow or unfollow, unless a newer change of the same pair was applied already: record it, then add or
+# remove the followee's entries, and move the marker's follow version if the state changed.
+# KEYS[1] = follow state, KEYS[2] = marker, KEYS[3..] = buckets; ARGV[1] = followee, ARGV[2] = follow code,
+# ARGV[3] = follow state TTL, ARGV[4..] = each bucket's EXPIREAT, then (bucket number, member) pairs.
+_SET_FOLLOW_STATE = """
+local code = tonumber(ARGV[2])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) > code then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local buckets = #KEYS - 2
+local following = code % 2 == 1
+for i = buckets + 4, #ARGV, 2 do
+  local key = KEYS[tonumber(ARGV[i]) + 2]
+  if following then redis.call('ZADD', key, 0, ARGV[i + 1]) else redis.call('ZREM', key, ARGV[i + 1]) end
+end
+if following then
+  for b = 1, buckets do redis.call('EXPIREAT', KEYS[b + 2], ARGV[b + 3]) end
+end
+if (not current or tonumber(current) ~= code) and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'follows', 1)
+end
+return 1
+"""
+
+
+def _bump_celebrity_version(pipe: Any) -> None:
+    """Move the version; a version Redis has lost restarts at a random value, never at one an API process may
+    still hold from an earlier life of this Redis."""
+    pipe.set(keys.CELEBRITIES_VERSION, secrets.randbelow(2**62), nx=True)
+    pipe.incr(keys.CELEBRITIES_VERSION)
+
+
+def _by_day(entries: Iterable[Entry]) -> dict[date, list[bytes]]:
+    grouped: dict[date, list[bytes]] = defaultdict(list)
+    for day, member in entries:
+        grouped[day].append(member)
+    return grouped
+
+
+def _bucket_layout(reader: uuid.UUID, days: Iterable[date]) -> tuple[list[str], list[int], dict[date, int]]:
+    """Bucket keys, their EXPIREATs, and each day's 1-based bucket number in the key list."""
+    ordered = sorted(set(days))
+    return (
+        [keys.bucket_key(reader, day) for day in ordered],
+        [keys.expire_at(day) for day in ordered],
+        {day: number for number, day in enumerate(ordered, start=1)},
+    )
+
+
+def _add_call(reader: uuid.UUID, entries: Sequence[AuthoredEntry]) -> tuple[list[Any], list[Any]]:
+    bucket_keys, expire_ats, number = _bucket_layout(reader, (day for _, day, _ in entries))
+    args: list[Any] = list(expire_ats)
+    for author, day, member in entries:
+        args += [author.bytes, number[day], member]
+    return [keys.follow_state_key(reader), *bucket_keys], args
 
 
 class TimelineStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self._mark_if_exists = redis.register_script(_MARK_IF_EXISTS)
-        self._bump_follows_if_exists = redis.register_script(_BUMP_FOLLOWS_IF_EXISTS)
+        self._read = redis.register_script(_READ)
+        self._add_entries = redis.register_script(_ADD_ENTRIES)
+        self._set_follow_state = redis.register_script(_SET_FOLLOW_STATE)
 
-    async def add(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
-        """Put entries into each reader's timeline: one pipeline (one round trip) for the whole batch."""
-        await self._each_bucket(readers, entries, remove=False)
+    async def _run_pipelined(self, script: AsyncScript, calls: Sequence[tuple[list[Any], list[Any]]]) -> None:
+        """Many calls of one script in one round trip; after a restart emptied Redis's script cache, load
+        the script and run them all again (every script here is idempotent)."""
+        if isinstance(self.redis, RedisCluster):
+            # redis-py's Cluster pipelines refuse scripts: concurrent calls, each routed to its node.
+            for at in range(0, len(calls), CLUSTER_CONCURRENCY):
+                chunk = calls[at : at + CLUSTER_CONCURRENCY]
+                await asyncio.gather(*(script(keys=ks, args=args) for ks, args in chunk))
+            return
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for call_keys, call_args in calls:
+                pipe.evalsha(script.sha, len(call_keys), *call_keys, *call_args)
+            results = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(result, NoScriptError) for result in results):
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+                return
+            await self.redis.script_load(script.script)
+        raise NoScriptError("the script cache keeps losing the timeline scripts")
+
+    async def add(self, readers: Sequence[uuid.UUID], author: uuid.UUID, entries: Sequence[Entry]) -> None:
+        """Fanout: put one author's entries into each reader's timeline, one round trip for the batch."""
+        if not readers or not entries:
+            return
+        authored = [(author, day, member) for day, member in entries]
+        await self._run_pipelined(self._add_entries, [_add_call(reader, authored) for reader in readers])
+
+    async def add_authored(self, reader: uuid.UUID, entries: Sequence[AuthoredEntry]) -> None:
+        """Load a reader's timeline (a rebuild): many authors, a chunk per script call."""
+        chunks = [entries[at : at + ADD_CHUNK] for at in range(0, len(entries), ADD_CHUNK)]
+        if chunks:
+            await self._run_pipelined(self._add_entries, [_add_call(reader, chunk) for chunk in chunks])
 
     async def remove(self, readers: Sequence[uuid.UUID], entries: Iterable[Entry]) -> None:
-        await self._each_bucket(readers, entries, remove=True)
-
-    async def _each_bucket(
-        self, readers: Sequence[uuid.UUID], entries: Iterable[Entry], *, remove: bool
-    ) -> None:
+        """Take entries out of each reader's timeline (a deleted record: it can never come back)."""
         grouped = _by_day(entries)
         if not readers or not grouped:
             return
         pipe = self.redis.pipeline(transaction=False)
         for reader in readers:
             for day, members in grouped.items():
-                key = keys.bucket_key(reader, day)
-                if remove:
-                    pipe.zrem(key, *members)
-                else:
-                    pipe.zadd(key, dict.fromkeys(members, 0))
-                    pipe.expireat(key, keys.expire_at(day))
+                pipe.zrem(keys.bucket_key(reader, day), *members)
         await pipe.execute()
+
+    async def set_follow_state(
+        self, reader: uuid.UUID, followee: uuid.UUID, code: int, entries: Sequence[Entry]
+    ) -> bool:
+        """Apply a follow (odd ``code``) or unfollow with the followee's window entries; False when a newer
+        change of this pair is already there."""
+        bucket_keys, expire_ats, number = _bucket_layout(reader, (day for day, _ in entries))
+        args: list[Any] = [followee.bytes, code, keys.FOLLOW_STATE_TTL_SECONDS, *expire_ats]
+        for day, member in entries:
+            args += [number[day], member]
+        call_keys = [keys.follow_state_key(reader), keys.marker_key(reader), *bucket_keys]
+        return bool(await self._set_follow_state(keys=call_keys, args=args))
 
     async def read(
         self, reader: uuid.UUID, days: Sequence[date], after: bytes | None, count: int
-    ) -> tuple[Candidates | None, Marker | None]:
-        """Up to ``count`` members after the cursor ``after``, merged across day buckets, in one round trip.
-
-        Returns ``(None, None)`` when the timeline is cold (no marker): it must not be served as the truth.
-        Also returns the marker: when the reader was last marked active, and their follow version.
-        """
+    ) -> tuple[Candidates, Marker] | None:
+        """Up to ``count`` members of each day bucket after the cursor ``after``, in one round trip; None when
+        the timeline is cold (no marker): it must not be served as the truth."""
         upper = b"(" + after if after is not None else b"+"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hmget(keys.marker_key(reader), ["seen", "follows"])
-        for day in days:
-            pipe.zrange(keys.bucket_key(reader, day), upper, b"-", desc=True, bylex=True, offset=0, num=count)
-        (seen, follows), *per_day = await pipe.execute()
-        if seen is None:
-            return None, None
-        merged = list(heapq.merge(*per_day, reverse=True))
-        exhausted = all(len(found) < count for found in per_day) and len(merged) <= count
-        return Candidates(merged[:count], exhausted), Marker(float(seen), int(follows or 0))
+        call_keys = [keys.marker_key(reader), *(keys.bucket_key(reader, day) for day in days)]
+        found = await self._read(keys=call_keys, args=[upper, count])
+        if found is None:
+            return None
+        seen, follows, *per_day = found
+        return Candidates(per_day, count), Marker(float(seen), int(follows))
 
     async def clear(self, reader: uuid.UUID, days: Sequence[date]) -> None:
-        """Forget a reader's timeline (marker first, so nobody reads it while it is rebuilt)."""
+        """Forget a reader's timeline (marker first, so nobody reads it while it is rebuilt). The follow
+        state stays: it still guards against stale writers."""
         await self.redis.delete(keys.marker_key(reader), *(keys.bucket_key(reader, day) for day in days))
 
     async def fill(
-        self, reader: uuid.UUID, entries: Iterable[Entry], *, seen: float, ttl_seconds: int
+        self, reader: uuid.UUID, entries: Sequence[AuthoredEntry], *, seen: float, ttl_seconds: int
     ) -> bool:
         """Load a rebuilt timeline and mark it warm for ``ttl_seconds``; False if Redis lost data meanwhile.
 
@@ -117,7 +244,7 @@ class TimelineStore:
         since the rebuild began, the lock is gone with the entries, and a marker over a partial timeline would
         be served as the truth. Without the marker the next read simply rebuilds again.
         """
-        await self.add([reader], entries)
+        await self.add_authored(reader, entries)
         key, lock = keys.marker_key(reader), keys.rebuild_lock_key(reader)
         # A new marker starts its follow version at a value no earlier marker of this reader had, so a cache
         # keyed on the version can never mistake the new timeline for an old one.
@@ -125,9 +252,6 @@ class TimelineStore:
         return bool(
             await self._mark_if_exists(keys=[key, lock], args=[str(seen), ttl_seconds, first_version])
         )
-
-    async def bump_follows(self, reader: uuid.UUID) -> None:
-        await self._bump_follows_if_exists(keys=[keys.marker_key(reader)])
 
     async def mark_seen(self, reader: uuid.UUID, *, seen: float, ttl_seconds: int) -> bool:
         """Refresh a warm timeline's activity stamp and lifetime; never resurrect a marker Redis has lost."""
@@ -143,7 +267,46 @@ class TimelineStore:
     async def unlock_rebuild(self, reader: uuid.UUID) -> None:
         await self.redis.delete(keys.rebuild_lock_key(reader))
 
+    # Renderings: each record's feed item, stored once however many timelines hold it.
+
+    async def put_renderings(self, renderings: Sequence[Rendering]) -> None:
+        """Store renderings that are not there yet; ``NX`` never replaces one, nor a deleted record's
+        tombstone."""
+        if not renderings:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for record_id, day, rendering in renderings:
+            pipe.set(keys.rendering_key(record_id), rendering, nx=True, exat=keys.expire_at(day))
+        await pipe.execute()
+
+    async def forget_record(self, record_id: uuid.UUID, day: date) -> None:
+        """A deleted record: its rendering becomes a tombstone, hiding it from every page at once, and the
+        celebrity snapshots are told to reload (the record may be a celebrity's)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
+        _bump_celebrity_version(pipe)
+        await pipe.execute()
+
+    async def renderings(self, record_ids: Sequence[uuid.UUID]) -> tuple[bytes | None, list[bytes | None]]:
+        """The celebrity version, and each record's rendering (None if missing), in one round trip."""
+        names = [keys.CELEBRITIES_VERSION, *(keys.rendering_key(record_id) for record_id in record_ids)]
+        if isinstance(self.redis, RedisCluster):
+            found = await self.redis.mget_nonatomic(names)
+        else:
+            found = await self.redis.mget(names)
+        return found[0], found[1:]
+
     # Celebrities: a global set of users whose records are merged at read time instead of fanned out.
+
+    async def celebrity_version(self) -> bytes:
+        """The current version of the celebrities and their records (created, at a random value that no
+        earlier life of this Redis had, if Redis has lost it)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(keys.CELEBRITIES_VERSION, secrets.randbelow(2**62), nx=True)
+        pipe.get(keys.CELEBRITIES_VERSION)
+        _, version = await pipe.execute()
+        assert isinstance(version, bytes)  # just set, if it was missing
+        return version
 
     async def celebrities(self) -> set[uuid.UUID] | None:
         """The celebrity set, or None when it must be rebuilt (Redis lost it)."""
@@ -158,18 +321,28 @@ class TimelineStore:
     async def is_celebrity(self, user_id: uuid.UUID) -> bool:
         return bool(await self.redis.sismember(keys.CELEBRITIES, user_id.bytes))  # type: ignore[arg-type]
 
-    async def add_celebrity(self, user_id: uuid.UUID) -> None:
-        await self.redis.sadd(keys.CELEBRITIES, user_id.bytes)
+    async def celebrity_changed(self, user_id: uuid.UUID) -> None:
+        """A celebrity (new or not) has a new record: make sure it is in the set, and move the version."""
+        await self._celebrities_changed("sadd", [user_id.bytes])
 
     async def remove_celebrity(self, user_id: uuid.UUID) -> None:
-        await self.redis.srem(keys.CELEBRITIES, user_id.bytes)
+        await self._celebrities_changed("srem", [user_id.bytes])
 
     async def forget_celebrities(self) -> None:
         """Drop the set (bulk loading only: anywhere else members must be removed by backfill)."""
-        await self.redis.delete(keys.CELEBRITIES_READY, keys.CELEBRITIES)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(keys.CELEBRITIES_READY, keys.CELEBRITIES)
+        _bump_celebrity_version(pipe)
+        await pipe.execute()
 
     async def load_celebrities(self, user_ids: Iterable[uuid.UUID]) -> None:
-        members = [user_id.bytes for user_id in user_ids]
+        await self._celebrities_changed("sadd", [user_id.bytes for user_id in user_ids], ready=True)
+
+    async def _celebrities_changed(self, command: str, members: list[bytes], *, ready: bool = False) -> None:
+        pipe = self.redis.pipeline(transaction=False)
         if members:
-            await self.redis.sadd(keys.CELEBRITIES, *members)
-        await self.redis.set(keys.CELEBRITIES_READY, b"1")
+            getattr(pipe, command)(keys.CELEBRITIES, *members)
+        if ready:
+            pipe.set(keys.CELEBRITIES_READY, b"1")
+        _bump_celebrity_version(pipe)  # last: a snapshot taken at the new version sees the change
+        await pipe.execute()
