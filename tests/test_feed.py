@@ -149,6 +149,14 @@ async def test_feed_rejects_bad_paging(api: Api) -> None:
         assert_error(await api.feed(me, **params), 422, "validation_error")
 
 
+async def test_feed_checks_the_token_before_the_query(api: Api) -> None:
+    """No token, or a bad one, is 401 whatever the query: input is not validated for unknown callers."""
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic dXNlcjpwdw=="}):
+        for params in ({}, {"per_page": 0}, {"cursor": "!!!"}):
+            response = await api.client.get("/sleep_records/followings", params=params, headers=headers)
+            assert_error(response, 401, "unauthorized")
+
+
 async def test_feed_cursor_from_one_user_cannot_see_through_another_users_follows(api: Api) -> None:
     me, bob, eve = await api.register(), await api.register(), await api.register()
     await api.follow(me, bob)

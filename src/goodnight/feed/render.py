@@ -8,7 +8,6 @@ validation and no database query, and is byte-for-byte what the SQL path would h
 from __future__ import annotations
 
 import struct
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -27,8 +26,7 @@ TOMBSTONE = b""
 
 @dataclass(frozen=True, slots=True)
 class PageItem:
-    duration: int
-    id: uuid.UUID
+    position: bytes  # (duration, id) as a timeline member: the feed's order, and the next page's cursor
     item: bytes  # the feed item's JSON
 
 

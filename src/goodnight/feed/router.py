@@ -4,19 +4,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from goodnight.deps import AUTHENTICATED, CurrentUserId, Services
+from goodnight.deps import BEARER_SECURITY, BearerUserId, Services
 from goodnight.errors import error_responses
 from goodnight.feed import service
 from goodnight.feed.schemas import FeedPage
 from goodnight.kit.schema import Cursor
 
-router = APIRouter(prefix="/sleep_records", tags=["feed"], dependencies=AUTHENTICATED)
+router = APIRouter(prefix="/sleep_records", tags=["feed"])
 
 
-@router.get("/followings", response_model=FeedPage, responses=error_responses(401))
+@router.get(
+    "/followings", response_model=FeedPage, responses=error_responses(401), openapi_extra=BEARER_SECURITY
+)
 async def followings_feed(
     request: Request,
-    me: CurrentUserId,
+    me: BearerUserId,
     per_page: Annotated[int, Query(ge=1, le=100, description="Items per page, 1..100.")] = 10,
     cursor: Cursor = None,
     start_index: Annotated[
@@ -24,8 +26,8 @@ async def followings_feed(
     ] = None,
 ) -> Response:
     """Completed sleep records of everyone you follow from the past 7 days, longest first."""
-    # The hottest route takes its services from the app rather than through dependencies (each costs on
-    # every request), and no request-wide database session: a page from Redis needs none, SQL opens its own.
+    # The hottest route takes its services without dependencies (each costs on every request), and opens no
+    # request-wide database session: a page from Redis needs none, SQL opens its own.
     services: Services = request.app.state.services
     timeline = services.timeline.reader if services.timeline is not None else None
     body = await service.followings_feed(

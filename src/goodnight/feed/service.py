@@ -19,6 +19,7 @@ from goodnight.feed.schemas import FeedPagination
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.keyset import split_page
+from goodnight.timeline import keys
 from goodnight.timeline.reader import PageRequest, TimelineReader
 from goodnight.users import repository as users
 
@@ -73,7 +74,7 @@ async def followings_feed(
     if items is None:
         items = await _from_sql(database, user_id, since, per_page + 1, after, start_index or 0)
     page, more = split_page(items, per_page)
-    next_cursor = FeedCursor(page[-1].duration, page[-1].id, since).encode() if more else None
+    next_cursor = FeedCursor(*keys.parse_member(page[-1].position), since).encode() if more else None
     pagination = FeedPagination(per_page=per_page, next_cursor=next_cursor)
     if start_index is not None:
         pagination.start_index = start_index
@@ -93,4 +94,6 @@ async def _from_sql(
         rows = await feed_rows(session, user_id, since=since, limit=limit, after=after, offset=offset)
         # The window scan's rows get their authors in one more query (joining them would run before the sort).
         people = await users.summaries(session, {row.user_id for row in rows})
-    return [PageItem(row.duration, row.id, render_item(row, people[row.user_id])) for row in rows]
+    return [
+        PageItem(keys.member(row.duration, row.id), render_item(row, people[row.user_id])) for row in rows
+    ]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import struct
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 
 PREFIX = "gn"
 WINDOW_DAYS = 7
@@ -38,8 +39,19 @@ def bucket_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
+def bucket_prefix(reader: uuid.UUID) -> str:
+    return f"{PREFIX}:tl:{{{reader.hex}}}:"
+
+
 def bucket_key(reader: uuid.UUID, day: date) -> str:
-    return f"{PREFIX}:tl:{{{reader.hex}}}:{day:%Y%m%d}"
+    return f"{bucket_prefix(reader)}{day:%Y%m%d}"
+
+
+@lru_cache(maxsize=64)
+def bucket_suffixes(first: date, last: date) -> str:
+    """The ``yyyymmdd`` of every day from ``last`` back to ``first``, space-separated: one argument for the
+    read script, which builds the bucket keys itself (cached: every page of the day asks for the same)."""
+    return " ".join(f"{last - timedelta(days=offset):%Y%m%d}" for offset in range((last - first).days + 1))
 
 
 def marker_key(reader: uuid.UUID) -> str:
@@ -51,8 +63,16 @@ def follow_state_key(reader: uuid.UUID) -> str:
     return f"{PREFIX}:tf:{{{reader.hex}}}"
 
 
+RENDERING_PREFIX = f"{PREFIX}:r:"
+
+
 def rendering_key(record_id: uuid.UUID) -> str:
-    return f"{PREFIX}:r:{record_id.hex}"
+    return f"{RENDERING_PREFIX}{record_id.hex}"
+
+
+def rendering_key_of(raw_member: bytes) -> str:
+    """``rendering_key`` of a timeline member's record, without building a UUID."""
+    return f"{RENDERING_PREFIX}{raw_member[_DURATION.size :].hex()}"
 
 
 def follow_code(version: int, active: bool) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import heapq
 import logging
 import time
 import uuid
@@ -32,7 +31,7 @@ from goodnight.jobs import outbox
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
 from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
-from goodnight.timeline.store import Candidates, Marker, TimelineStore
+from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")
 WINDOW = timedelta(days=keys.WINDOW_DAYS)
@@ -65,26 +64,19 @@ class CelebritySnapshot:
     ]  # each member's clock-in, epoch ms: the window's start is applied before MGET
 
 
-def _merge(
-    candidates: Candidates, celebrity: list[bytes], count: int, clocked_in: dict[bytes, int], since_ms: int
-) -> tuple[list[bytes], bool]:
-    """The first ``count`` members of the buckets and of the celebrity members (already below the cursor,
-    ascending, and kept only from the window's start on), in feed order without duplicates, and whether
-    nothing lies beyond them.
-
-    Taking ``count`` from the merge is safe although a full bucket may hold more: each of its unread members
-    is below its ``count`` read ones, so below everything in the merged ``count``. Celebrity members are
-    filtered lazily (their renderings may have expired with their day): only as many as the merge takes."""
-    in_window = (member for member in reversed(celebrity) if clocked_in[member] >= since_ms)
-    merged = heapq.merge(*candidates.members, in_window, reverse=True)
-    batch: list[bytes] = []
-    for taken, member in enumerate(merged):
-        if taken == count:
-            return batch, False
-        if not batch or batch[-1] != member:  # a former celebrity's record may be in both
-            batch.append(member)
-    exhausted = all(len(found) < candidates.count for found in candidates.members)
-    return batch, exhausted
+def _candidates(
+    members: list[bytes], snapshot: CelebritySnapshot, cursor: bytes | None, since_ms: int, count: int
+) -> list[bytes]:
+    """Up to ``count`` of a reader's celebrity members (ascending) below the cursor and inside the window,
+    in feed order. The window is applied here: their renderings may have expired with their day."""
+    end = bisect.bisect_left(members, cursor) if cursor is not None else len(members)
+    found: list[bytes] = []
+    for member in reversed(members[:end]):
+        if snapshot.clocked_in[member] >= since_ms:
+            found.append(member)
+            if len(found) == count:
+                break
+    return found
 
 
 class TimelineReader:
@@ -159,31 +151,35 @@ class TimelineReader:
     async def _assemble(self, request: PageRequest) -> list[PageItem] | None:
         reader, limit = request.reader, request.limit
         since_ms = epoch_ms(request.since)
-        days = keys.bucket_days(request.since, utcnow())
+        first, last = keys.bucket_day(request.since), keys.bucket_day(utcnow())
         cursor = keys.member(*request.after) if request.after is not None else None
         page: list[PageItem] = []
         for _ in range(MAX_ROUNDS):
             wanted = limit - len(page) + SLACK
-            found = await self.store.read(reader, days, cursor, wanted)
+            snapshot = self._snapshot or await self._load_snapshot()
+            if snapshot is None:  # Redis lost the celebrity set, rebuilt meanwhile: SQL answers
+                if not await self.store.is_warm(reader):
+                    self._spawn(self._rebuild(reader))  # lost with it, most likely: both come back together
+                return None
+            # The cached celebrity follows go into the read; the read then tells whether they were current.
+            followed = self._celebrity_follows.get(reader)
+            if followed is not None and followed[1] != snapshot.version:
+                followed = None  # taken from an older snapshot
+            # One more than the merge takes, so the merge can tell whether anything lies beyond.
+            celebrity = _candidates(followed[2] if followed else [], snapshot, cursor, since_ms, wanted + 1)
+            found = await self.store.page(reader, first, last, cursor, wanted, celebrity)
             if found is None:
                 self._spawn(self._rebuild(reader))
                 return None
-            candidates, marker = found
-            if not page and time.time() - marker.seen > SEEN_REFRESH_SECONDS:
+            if not page and time.time() - found.marker.seen > SEEN_REFRESH_SECONDS:
                 self._spawn(self._mark_seen(reader))
-            snapshot = self._snapshot or await self._load_snapshot()
-            if snapshot is None:
-                return None
-            celebrity = await self._followed_celebrity_members(reader, marker, snapshot)
-            if cursor is not None:
-                celebrity = celebrity[: bisect.bisect_left(celebrity, cursor)]
-            batch, exhausted = _merge(candidates, celebrity, wanted, snapshot.clocked_in, since_ms)
-            ids = [keys.parse_member(member) for member in batch]
-            version, renderings = await self.store.renderings([record_id for _, record_id in ids])
-            if version != snapshot.version:
+            if found.celebrity_version != snapshot.version:
                 self._snapshot = None  # a celebrity or one of their records changed: reload, then redo
                 continue
-            for (duration, record_id), raw in zip(ids, renderings, strict=True):
+            if snapshot.celebrities and (followed is None or followed[0] != found.marker.follows):
+                await self._follow_celebrities(reader, found.marker.follows, snapshot)
+                continue
+            for member, raw in zip(found.members, found.renderings, strict=True):
                 if raw is None:  # every entry is stored with its rendering: Redis has lost data
                     self._spawn(self._rebuild(reader))
                     return None
@@ -191,10 +187,10 @@ class TimelineReader:
                     continue
                 clocked_in_ms, item = parse_rendering(raw)
                 if clocked_in_ms >= since_ms:
-                    page.append(PageItem(duration, record_id, item))
-            if len(page) >= limit or exhausted:
+                    page.append(PageItem(member, item))
+            if len(page) >= limit or found.exhausted or not found.members:
                 return page[:limit]
-            cursor = batch[-1]
+            cursor = found.members[-1]
         return None  # a timeline this full of deleted records is better answered by SQL
 
     async def _load_snapshot(self) -> CelebritySnapshot | None:
@@ -225,24 +221,17 @@ class TimelineReader:
             self._snapshot = CelebritySnapshot(version, frozenset(celebrities), members, clocked_in)
             return self._snapshot
 
-    async def _followed_celebrity_members(
-        self, reader: uuid.UUID, marker: Marker, snapshot: CelebritySnapshot
-    ) -> list[bytes]:
-        """The records of the celebrities this reader follows, ascending; cached until the reader follows or
-        unfollows someone (the marker's follow version moves) or the snapshot changes."""
-        if not snapshot.celebrities:
-            return []
-        cached = self._celebrity_follows.get(reader)
-        if cached is not None and cached[0] == marker.follows and cached[1] == snapshot.version:
-            self._celebrity_follows.move_to_end(reader)
-            return cached[2]
+    async def _follow_celebrities(self, reader: uuid.UUID, follows: int, snapshot: CelebritySnapshot) -> None:
+        """Cache the records of the celebrities this reader follows (ascending), keyed on the reader's follow
+        version, read before the query: any follow or unfollow after it moves the version, so a stale entry
+        is never used."""
         async with self.database.reader() as session:
             followed = await repository.followed_among(session, reader, snapshot.celebrities)
         members = sorted(member for celebrity in followed for member in snapshot.members[celebrity])
-        self._celebrity_follows[reader] = (marker.follows, snapshot.version, members)
+        self._celebrity_follows[reader] = (follows, snapshot.version, members)
+        self._celebrity_follows.move_to_end(reader)
         if len(self._celebrity_follows) > CELEBRITY_FOLLOWS_CACHE_SIZE:
             self._celebrity_follows.popitem(last=False)
-        return members
 
     def _spawn(self, work: object) -> None:
         assert asyncio.iscoroutine(work)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import Connection, Redis, RedisCluster
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import ClusterDownError, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -25,12 +27,28 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+class HiredisPackingConnection(Connection):
+    """A TCP connection that packs commands with hiredis (C), as redis-py's synchronous client already does;
+    its asyncio client packs in Python, argument by argument, which was a visible share of a feed page."""
+
+    _serializer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._serializer.pack(*args)
+        return packed
+
+
 def connect(settings: Settings) -> RedisClient:
     assert settings.redis_url is not None
     url = settings.redis_url
     if settings.redis_cluster:
         return RedisCluster.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5)
-    return Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5, health_check_interval=15)
+    options: dict[str, Any] = {}
+    if url.startswith("redis://"):  # rediss:// and unix:// keep the connection class their scheme needs
+        options["connection_class"] = HiredisPackingConnection
+    return Redis.from_url(
+        url, socket_timeout=1.0, socket_connect_timeout=0.5, health_check_interval=15, **options
+    )
 
 
 class Breaker:
