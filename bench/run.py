@@ -36,16 +36,19 @@ from gnbench.infra import REPO, HarnessError, Postgres, RedisServer, Server
 from gnbench.workloads import (
     FEED,
     LagProbe,
+    Mix,
     Writer,
     clock_out_latency,
     feed_cursor,
     login_all,
     mixed,
+    mixed_capacity,
     sequential,
     warm_up,
 )
 
 HOST = "127.0.0.1"
+MIXED_LOAD = 0.5  # the share of a server's measured capacity for the mix that --mixed-rate auto targets
 ROLES = ("light_user", "median_user", "heavy_user", "celebrity")
 FEED_ROLES = ("light_user", "median_user", "heavy_user")
 SHORT = {"light_user": "light", "median_user": "median", "heavy_user": "heavy", "celebrity": "celebrity"}
@@ -110,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     load.add_argument(
         "--mixed-rate",
         default="auto",
-        help="Requests/s of the mixed workload, or 'auto': half the Redis median feed rps (default auto).",
+        help="Requests/s of the mixed workload, or 'auto': on each server, half the rate it sustains for the "
+        "mix in a 5-second closed-loop calibration (default auto).",
     )
     load.add_argument("--mixed-duration", type=float, default=30, help="Seconds of mixed load (default 30).")
     load.add_argument(
@@ -304,22 +308,20 @@ class Run:
             "poll_interval_ms": probe.poll_interval * 1000,
         }
 
-        rate = args.mixed_rate
-        rate_note = "--mixed-rate"
-        if rate == "auto":
-            # Half of what the Redis path serves for the median (else the first measured) user's page 1.
-            feeds = [row for row in endpoints if row["server"] == "redis" and row["name"].endswith(" p1")]
-            median = next((row for row in feeds if row["name"] == "feed median p1"), feeds[0])
-            rate = max(20.0, round(median["rps"] * 0.5, -1))
-            rate_note = f"auto: half the Redis path's {median['title']} rate ({median['rps']:,.0f} rps)"
         mixed_results: dict[str, Any] = {}
         for name in args.mixed_servers:
+            rate, rate_note = args.mixed_rate, "--mixed-rate"
+            if rate == "auto":
+                # Half of what this server sustains for the same mix, closed loop: each path is measured
+                # at a known load (its own), not past saturation, where any server only queues.
+                capacity = await mixed_capacity(self._mix(name, readers, writers, tokens))
+                rate = max(20.0, round(capacity * MIXED_LOAD, -1))
+                rate_note = f"auto: half of the {capacity:,.0f} requests/s this server sustains for the mix"
             print(f"mixed workload on {name} at {rate:g} requests/s for {args.mixed_duration:g}s ...")
             mixed_results[name], lag[f"mixed_{name}"] = await self._mixed(
                 name, rate, readers, writers, tokens, lag_author, role_token[lag_reader]
             )
-        for part in mixed_results.values():
-            part["rate_source"] = rate_note
+            mixed_results[name]["rate_source"] = rate_note
         results["mixed"] = mixed_results
         results["lag"] = lag
         for pool in pools.values():
@@ -345,15 +347,7 @@ class Run:
         stop = asyncio.Event()
         backlog: dict[str, Any] = {"max_pending": None, "max_oldest_age_s": None}
         load = asyncio.create_task(
-            mixed(
-                HOST,
-                server.port,
-                rate=rate,
-                duration=self.args.mixed_duration,
-                readers=[tokens[user] for user in readers],
-                writers=[Writer(tokens[user]) for user in writers],
-                seed=self.args.seed,
-            )
+            mixed(self._mix(name, readers, writers, tokens), rate=rate, duration=self.args.mixed_duration)
         )
         lagging = asyncio.create_task(probe.run(stop=stop, gap=self.args.lag_gap))
         watching = (
@@ -369,6 +363,15 @@ class Run:
         if name == "redis":
             outcome["outbox_backlog"] = backlog
         return outcome, probe.result()
+
+    def _mix(self, name: str, readers: list[str], writers: list[str], tokens: dict[str, str]) -> Mix:
+        return Mix(
+            HOST,
+            self.servers[name].port,
+            readers=[tokens[user] for user in readers],
+            writers=[Writer(tokens[user]) for user in writers],
+            seed=self.args.seed,
+        )
 
     async def _watch_backlog(self, server: Server, stop: asyncio.Event, backlog: dict[str, Any]) -> None:
         """Sample the outbox backlog once a second (GET /health/ready) while the mixed workload runs."""

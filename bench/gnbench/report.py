@@ -407,7 +407,9 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"{first['duration_s']:g} s)"
         )
         out("")
-        out(f"Rate: {first.get('rate_source', '--mixed-rate')}.")
+        sources = {name: part.get("rate_source", "--mixed-rate") for name, part in mixed.items()}
+        rates = "; ".join(f"{name}: {source}" for name, source in sources.items())
+        out(f"Rate, per server: {rates}.")
         out("")
         out(
             "Reads are page 1 of the feed of one of "

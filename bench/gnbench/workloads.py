@@ -299,31 +299,89 @@ class MixedResult:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+async def _toggle(pool: Pool, writer: Writer) -> Response:
+    """The writer's next write: clock in, or clock out when asleep. ``writer.open`` follows the server,
+    including after a refusal that shows the harness had it wrong."""
+    answer = await pool.request("POST", CLOCK_OUT if writer.open else CLOCK_IN, token=writer.token)
+    if answer.status in (200, 201):
+        writer.open = not writer.open
+    elif (code := _code(answer)) in ("already_clocked_in", "not_clocked_in"):
+        writer.open = code == "already_clocked_in"
+    return answer
+
+
+async def _awake(host: str, port: int, writers: list[Writer]) -> None:
+    pool = Pool(host, port)
+    for writer in writers:  # nobody asleep: every writer starts (and leaves) clocked out
+        await ensure_awake(pool, writer.token)
+        writer.open = writer.busy = False
+    await pool.close()
+
+
+@dataclass
+class Mix:
+    """The mixed workload's server, who reads and who writes, and in what proportion."""
+
+    host: str
+    port: int
+    readers: list[str]  # tokens
+    writers: list[Writer]
+    reads_per_write: int = 10
+    seed: int = 1
+
+
+async def mixed_capacity(mix: Mix, *, seconds: float = 5.0, clients: int = 32) -> float:
+    """The rate (requests/s) the server sustains for the mix: ``clients`` closed-loop clients, each sending
+    its next request when the last is answered, for ``seconds``. The open-loop run targets a share of it,
+    so it measures the service at a known load rather than a queue growing without bound."""
+    host, port, readers, writers = mix.host, mix.port, mix.readers, mix.writers
+    await _awake(host, port, writers)
+    pool = Pool(host, port)
+    rng = random.Random(mix.seed)  # noqa: S311  (a reproducible mix, not a secret)
+    every = mix.reads_per_write + 1
+    counts = {"issued": 0, "answered": 0}
+    deadline = time.perf_counter() + seconds
+
+    async def client() -> None:
+        while time.perf_counter() < deadline:
+            counts["issued"] += 1
+            idle = [writer for writer in writers if not writer.busy]
+            try:
+                if counts["issued"] % every == 0 and idle:
+                    idle[0].busy = True
+                    try:
+                        await _toggle(pool, idle[0])
+                    finally:
+                        idle[0].busy = False
+                else:
+                    await pool.request("GET", FEED, token=rng.choice(readers))
+            except HttpError:
+                continue
+            counts["answered"] += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    await pool.close()
+    await _awake(host, port, writers)
+    return counts["answered"] / elapsed
+
+
 async def mixed(
-    host: str,
-    port: int,
-    *,
-    rate: float,
-    duration: float,
-    readers: list[str],
-    writers: list[Writer],
-    reads_per_write: int = 10,
-    max_in_flight: int = 256,
-    grace: float = 15.0,
-    seed: int = 1,
+    mix: Mix, *, rate: float, duration: float, max_in_flight: int = 256, grace: float = 15.0
 ) -> dict[str, Any]:
     """An open-loop generator: request i is due at start + i / rate, whatever happened to earlier ones.
 
-    Every (reads_per_write + 1)-th request is a write: the next idle writer clocks in or out, in turn;
+    Every (mix.reads_per_write + 1)-th request is a write: the next idle writer clocks in or out, in turn;
     the others read page 1 of a random reader's feed. Latency counts from when a request was due, so a
     server that falls behind shows it (no coordinated omission). Requests still unanswered ``grace``
     seconds after the last one was due are cancelled and counted as errors ("unfinished").
     """
+    host, port, readers, writers = mix.host, mix.port, mix.readers, mix.writers
+    reads_per_write = mix.reads_per_write
+    await _awake(host, port, writers)
     pool = Pool(host, port)
-    for writer in writers:
-        await ensure_awake(pool, writer.token)
-        writer.open = writer.busy = False
-    rng = random.Random(seed)  # noqa: S311  (a reproducible mix, not a secret)
+    rng = random.Random(mix.seed)  # noqa: S311  (a reproducible mix, not a secret)
     clock = time.perf_counter  # uvloop's loop.time() only has millisecond resolution
     out = MixedResult()
     gate = asyncio.Semaphore(max_in_flight)
@@ -356,9 +414,8 @@ async def mixed(
             async with gate:
                 sent = clock()
                 out.slip.append(sent - due)
-                path = CLOCK_OUT if writer.open else CLOCK_IN
                 try:
-                    answer = await pool.request("POST", path, token=writer.token)
+                    answer = await _toggle(pool, writer)
                 except HttpError:
                     out.error("transport")
                     return
@@ -366,17 +423,11 @@ async def mixed(
                 counts["writes"] += 1
                 out.last = max(out.last, finished)
                 if answer.status in (200, 201):
-                    writer.open = not writer.open
                     out.latency.append(finished - due)
                     out.service.append(finished - sent)
                     out.writes.append(finished - due)
                     return
-                code = _code(answer)
-                out.error(f"write_{code}")
-                if code == "already_clocked_in":
-                    writer.open = True
-                elif code == "not_clocked_in":
-                    writer.open = False
+                out.error(f"write_{_code(answer)}")
         finally:
             writer.busy = False
 
@@ -412,10 +463,7 @@ async def mixed(
         await asyncio.gather(*pending, return_exceptions=True)
     connections = pool.size
     await pool.close()
-    cleanup = Pool(host, port)
-    for writer in writers:  # leave nobody asleep for the next workload
-        await ensure_awake(cleanup, writer.token)
-    await cleanup.close()
+    await _awake(host, port, writers)  # leave nobody asleep for the next workload
     elapsed = max(out.last - out.first, 1e-9)
     completed = counts["reads"] + counts["writes"]
     return {
