@@ -64,6 +64,17 @@ class CelebritySnapshot:
     ]  # each member's clock-in, epoch ms: the window's start is applied before MGET
 
 
+@dataclass(frozen=True, slots=True)
+class CelebrityFollows:
+    """Which celebrities one reader follows, and their records in feed order (ascending)."""
+
+    follows: int  # the reader's follow version when this was looked up
+    celebrities: frozenset[uuid.UUID]  # the celebrity set it was looked up against
+    followed: frozenset[uuid.UUID]
+    snapshot: bytes  # the snapshot version ``members`` come from
+    members: list[bytes]
+
+
 def _candidates(
     members: list[bytes], snapshot: CelebritySnapshot, cursor: bytes | None, since_ms: int, count: int
 ) -> list[bytes]:
@@ -99,8 +110,7 @@ class TimelineReader:
         self._background: set[asyncio.Task[None]] = set()
         self._snapshot: CelebritySnapshot | None = None
         self._snapshot_lock = asyncio.Lock()
-        # reader -> (follow version, snapshot version, members of the celebrities the reader follows)
-        self._celebrity_follows: OrderedDict[uuid.UUID, tuple[int, bytes, list[bytes]]] = OrderedDict()
+        self._celebrity_follows: OrderedDict[uuid.UUID, CelebrityFollows] = OrderedDict()
         # Pages answered from Redis vs handed back to SQL: what an operator (or a test) needs to see.
         self.served = 0
         self.declined = 0
@@ -162,11 +172,10 @@ class TimelineReader:
                     self._spawn(self._rebuild(reader))  # lost with it, most likely: both come back together
                 return None
             # The cached celebrity follows go into the read; the read then tells whether they were current.
-            followed = self._celebrity_follows.get(reader)
-            if followed is not None and followed[1] != snapshot.version:
-                followed = None  # taken from an older snapshot
+            followed = self._cached_celebrity_follows(reader, snapshot)
             # One more than the merge takes, so the merge can tell whether anything lies beyond.
-            celebrity = _candidates(followed[2] if followed else [], snapshot, cursor, since_ms, wanted + 1)
+            members = followed.members if followed is not None else []
+            celebrity = _candidates(members, snapshot, cursor, since_ms, wanted + 1)
             found = await self.store.page(reader, first, last, cursor, wanted, celebrity)
             if found is None:
                 self._spawn(self._rebuild(reader))
@@ -176,7 +185,7 @@ class TimelineReader:
             if found.celebrity_version != snapshot.version:
                 self._snapshot = None  # a celebrity or one of their records changed: reload, then redo
                 continue
-            if snapshot.celebrities and (followed is None or followed[0] != found.marker.follows):
+            if snapshot.celebrities and (followed is None or followed.follows != found.marker.follows):
                 await self._follow_celebrities(reader, found.marker.follows, snapshot)
                 continue
             for member, raw in zip(found.members, found.renderings, strict=True):
@@ -221,17 +230,35 @@ class TimelineReader:
             self._snapshot = CelebritySnapshot(version, frozenset(celebrities), members, clocked_in)
             return self._snapshot
 
+    def _cached_celebrity_follows(
+        self, reader: uuid.UUID, snapshot: CelebritySnapshot
+    ) -> CelebrityFollows | None:
+        """Which celebrities the reader follows, if known for the current celebrity set, with their records
+        from the current snapshot (re-derived without a query when only their records changed)."""
+        cached = self._celebrity_follows.get(reader)
+        if cached is None or cached.celebrities != snapshot.celebrities:
+            return None
+        if cached.snapshot != snapshot.version:
+            cached = self._remember(reader, cached.follows, cached.followed, snapshot)
+        self._celebrity_follows.move_to_end(reader)
+        return cached
+
     async def _follow_celebrities(self, reader: uuid.UUID, follows: int, snapshot: CelebritySnapshot) -> None:
-        """Cache the records of the celebrities this reader follows (ascending), keyed on the reader's follow
-        version, read before the query: any follow or unfollow after it moves the version, so a stale entry
-        is never used."""
+        """Look up which celebrities the reader follows, keyed on the reader's follow version, read before
+        the query: any follow or unfollow after it moves the version, so a stale entry is never used."""
         async with self.database.reader() as session:
             followed = await repository.followed_among(session, reader, snapshot.celebrities)
+        self._remember(reader, follows, followed, snapshot)
+
+    def _remember(
+        self, reader: uuid.UUID, follows: int, followed: frozenset[uuid.UUID], snapshot: CelebritySnapshot
+    ) -> CelebrityFollows:
         members = sorted(member for celebrity in followed for member in snapshot.members[celebrity])
-        self._celebrity_follows[reader] = (follows, snapshot.version, members)
-        self._celebrity_follows.move_to_end(reader)
+        entry = CelebrityFollows(follows, snapshot.celebrities, followed, snapshot.version, members)
+        self._celebrity_follows[reader] = entry
         if len(self._celebrity_follows) > CELEBRITY_FOLLOWS_CACHE_SIZE:
             self._celebrity_follows.popitem(last=False)
+        return entry
 
     def _spawn(self, work: object) -> None:
         assert asyncio.iscoroutine(work)

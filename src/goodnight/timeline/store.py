@@ -338,12 +338,10 @@ class TimelineStore:
         await pipe.execute()
 
     async def forget_record(self, record_id: uuid.UUID, day: date) -> None:
-        """A deleted record: its rendering becomes a tombstone, hiding it from every page at once, and the
-        celebrity snapshots are told to reload (the record may be a celebrity's)."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
-        _bump_celebrity_version(pipe)
-        await pipe.execute()
+        """A deleted record: its rendering becomes a tombstone, hiding it from every page at once. That
+        includes a celebrity's record still in the API processes' snapshots: pages fetch the renderings of
+        celebrity records too, so the snapshots need no reload (which would cost every process a query)."""
+        await self.redis.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
 
     async def renderings(self, members: Sequence[bytes]) -> tuple[bytes | None, list[bytes | None]]:
         """The celebrity version, and the rendering of each member's record (None if missing), in one round
