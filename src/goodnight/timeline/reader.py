@@ -59,9 +59,8 @@ class CelebritySnapshot:
     version: bytes
     celebrities: frozenset[uuid.UUID]
     members: dict[uuid.UUID, list[bytes]]  # each celebrity's records in the span, ascending
-    clocked_in: dict[
-        bytes, int
-    ]  # each member's clock-in, epoch ms: the window's start is applied before MGET
+    # Each member's clock-in (epoch ms), so the window's exact start is applied before asking for renderings.
+    clocked_in: dict[bytes, int]
 
 
 @dataclass(frozen=True, slots=True)
