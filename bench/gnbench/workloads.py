@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -390,44 +391,32 @@ async def mixed(
     next_writer = 0
     counts = {"reads": 0, "writes": 0}
 
-    async def read(token: str, due: float) -> None:
+    async def timed(kind: str, due: float, send: Callable[[], Awaitable[Response]], ok: set[int]) -> None:
+        """Send one request of ``kind`` ("reads" or "writes") and record when it went and came back."""
         async with gate:
             sent = clock()
             out.slip.append(sent - due)
             try:
-                answer = await pool.request("GET", FEED, token=token)
+                answer = await send()
             except HttpError:
                 out.error("transport")
                 return
             finished = clock()
-            counts["reads"] += 1
+            counts[kind] += 1
             out.last = max(out.last, finished)
-            if answer.status != 200:
-                out.error(f"read_{answer.status}")
+            if answer.status not in ok:
+                out.error(f"{kind[:-1]}_{answer.status if kind == 'reads' else _code(answer)}")
                 return
             out.latency.append(finished - due)
             out.service.append(finished - sent)
-            out.reads.append(finished - due)
+            getattr(out, kind).append(finished - due)
+
+    async def read(token: str, due: float) -> None:
+        await timed("reads", due, lambda: pool.request("GET", FEED, token=token), {200})
 
     async def write(writer: Writer, due: float) -> None:
         try:
-            async with gate:
-                sent = clock()
-                out.slip.append(sent - due)
-                try:
-                    answer = await _toggle(pool, writer)
-                except HttpError:
-                    out.error("transport")
-                    return
-                finished = clock()
-                counts["writes"] += 1
-                out.last = max(out.last, finished)
-                if answer.status in (200, 201):
-                    out.latency.append(finished - due)
-                    out.service.append(finished - sent)
-                    out.writes.append(finished - due)
-                    return
-                out.error(f"write_{_code(answer)}")
+            await timed("writes", due, lambda: _toggle(pool, writer), {200, 201})
         finally:
             writer.busy = False
 

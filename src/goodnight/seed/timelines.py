@@ -22,12 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from goodnight.feed.render import stored_rendering
-from goodnight.feed.repository import Author, FeedRow
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.seed.resp import CommandSink
-from goodnight.timeline import keys
+from goodnight.timeline import keys, repository
 from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.store import TimelineStore
 
@@ -46,10 +44,6 @@ WHERE f.follower_id = ANY($1::uuid[]) AND f.active AND a.followers_count <= $2
   AND r.clocked_in_at >= $3 AND r.duration_s IS NOT NULL
 GROUP BY 1, 2
 """
-
-
-def _in_window(since: datetime) -> tuple[sa.ColumnElement[bool], ...]:
-    return SleepRecord.clocked_in_at >= since, SleepRecord.duration_s.is_not(None)
 
 
 Bucket = tuple[uuid.UUID, date, list[bytes]]  # (reader, day, members)
@@ -144,7 +138,9 @@ class TimelineBuilder:
 
     async def count_renderings(self) -> int:
         found = await self.connection.scalar(
-            sa.select(sa.func.count()).select_from(SleepRecord).where(*_in_window(utcnow() - WINDOW))
+            sa.select(sa.func.count())
+            .select_from(SleepRecord)
+            .where(*repository.in_window(utcnow() - WINDOW))
         )
         await self.connection.rollback()
         return int(found or 0)
@@ -153,28 +149,15 @@ class TimelineBuilder:
         """Every completed record in the window gets its stored feed item (``gn:r:<record>``), as fanout
         would have written it: timelines hold only members, pages are assembled from these."""
         self.stats.redis_memory_before = await used_memory(self.redis)
-        query = (
-            sa.select(
-                SleepRecord.id,
-                SleepRecord.user_id,
-                SleepRecord.clocked_in_at,
-                SleepRecord.clocked_out_at,
-                SleepRecord.duration_s,
-                User.username,
-                User.name,
-            )
-            .join(User, User.id == SleepRecord.user_id)
-            .where(*_in_window(utcnow() - WINDOW))
-            .execution_options(yield_per=RENDERINGS_CHUNK)
+        query = repository.window_records_query(utcnow() - WINDOW).execution_options(
+            yield_per=RENDERINGS_CHUNK
         )
         command = self.sink.command
         result = await self.connection.stream(query)
         async for rows in result.partitions():
-            for record_id, user_id, start, end, duration, username, name in rows:
-                author = Author(user_id, username, name)
-                row = FeedRow(record_id, user_id, start, end, duration, author)  # type: ignore[arg-type]
-                expire_at = keys.expire_at(keys.bucket_day(start))
-                command("SET", keys.rendering_key(record_id), stored_rendering(row), "EXAT", expire_at)
+            for row in rows:
+                record_id, day, rendering = repository.rendering(repository.feed_row(row))
+                command("SET", keys.rendering_key(record_id), rendering, "EXAT", keys.expire_at(day))
             await self.sink.flush()
             self.stats.renderings += len(rows)
             if on_chunk is not None:

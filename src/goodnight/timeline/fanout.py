@@ -31,6 +31,14 @@ WINDOW = timedelta(days=WINDOW_DAYS)
 DOWNGRADE_RATIO = 0.9
 
 
+def _deleted_entry(payload: dict[str, Any]) -> Entry | None:
+    """The timeline entry of a deleted record, from its event; None for an open record (never in one)."""
+    if payload.get("duration") is None:
+        return None
+    start = datetime.fromisoformat(payload["clocked_in_at"])
+    return repository.entry(uuid.UUID(payload["record_id"]), int(payload["duration"]), start)
+
+
 class UnknownEvent(ValueError):
     pass
 
@@ -99,17 +107,13 @@ class Fanout:
         await self.store.remove_celebrity(author_id)  # only once every follower has the records
 
     async def forget_record(self, payload: dict[str, Any]) -> None:
-        if payload.get("duration") is None:
-            return  # an open record was never in any timeline
-        start = datetime.fromisoformat(payload["clocked_in_at"])
-        await self.store.forget_record(uuid.UUID(payload["record_id"]), keys.bucket_day(start))
+        if (entry := _deleted_entry(payload)) is not None:
+            await self.store.forget_record(uuid.UUID(payload["record_id"]), entry[0])
 
     async def record_deleted(self, payload: dict[str, Any]) -> None:
-        await self.forget_record(payload)
-        if payload.get("duration") is None:
-            return
-        start = datetime.fromisoformat(payload["clocked_in_at"])
-        entry = repository.entry(uuid.UUID(payload["record_id"]), int(payload["duration"]), start)
+        if (entry := _deleted_entry(payload)) is None:
+            return  # an open record was never in any timeline
+        await self.store.forget_record(uuid.UUID(payload["record_id"]), entry[0])
         # The tombstone already hides the record; this gives the memory back early.
         await self._fan_out(uuid.UUID(payload["user_id"]), [entry], active_since=None, remove=True)
 

@@ -81,7 +81,8 @@ def _candidates(
     in feed order. The window is applied here: their renderings may have expired with their day."""
     end = bisect.bisect_left(members, cursor) if cursor is not None else len(members)
     found: list[bytes] = []
-    for member in reversed(members[:end]):
+    for index in range(end - 1, -1, -1):  # no slice: the list can hold every followed celebrity's week
+        member = members[index]
         if snapshot.clocked_in[member] >= since_ms:
             found.append(member)
             if len(found) == count:

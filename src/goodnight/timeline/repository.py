@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,16 +33,21 @@ def rendering(row: FeedRow) -> Rendering:
     return row.id, keys.bucket_day(row.clocked_in_at), stored_rendering(row)
 
 
-async def window_records(
-    session: AsyncSession,
+def in_window(since: datetime) -> tuple[sa.ColumnElement[bool], ...]:
+    """Completed records clocked in at or after ``since``: what a timeline may hold."""
+    return SleepRecord.clocked_in_at >= since, SleepRecord.duration_s.is_not(None)
+
+
+def window_records_query(
     since: datetime,
     *,
     reader: uuid.UUID | None = None,
     authors: Collection[uuid.UUID] | None = None,
     record_id: uuid.UUID | None = None,
-) -> list[FeedRow]:
-    """Completed records clocked in at or after ``since``, each with its author: those of the people
-    ``reader`` follows (a rebuild), of ``authors`` (a followee's week, the celebrities), or one record."""
+) -> sa.Select[uuid.UUID, uuid.UUID, datetime, datetime | None, int | None, str, str | None]:
+    """Records ``in_window``, each with its author's name (rows for ``feed_row``): those of the people
+    ``reader`` follows (a rebuild), of ``authors`` (a followee's week, the celebrities), one record, or all
+    (the seed)."""
     record = SleepRecord
     query = (
         sa.select(
@@ -54,7 +60,7 @@ async def window_records(
             User.name,
         )
         .join(User, User.id == record.user_id)
-        .where(record.clocked_in_at >= since, record.duration_s.is_not(None))
+        .where(*in_window(since))
     )
     if reader is not None:
         query = query.join(
@@ -64,10 +70,25 @@ async def window_records(
         query = query.where(record.user_id.in_(authors))
     if record_id is not None:
         query = query.where(record.id == record_id)
-    return [
-        FeedRow(rid, uid, start, end, duration, Author(uid, username, name))  # type: ignore[arg-type]
-        for rid, uid, start, end, duration, username, name in await session.execute(query)
-    ]
+    return query
+
+
+def feed_row(row: Sequence[Any]) -> FeedRow:
+    """A ``window_records_query`` row; duration and clock-out are set, the query keeps completed records."""
+    record_id, user_id, start, end, duration, username, name = row
+    return FeedRow(record_id, user_id, start, end, duration, Author(user_id, username, name))
+
+
+async def window_records(
+    session: AsyncSession,
+    since: datetime,
+    *,
+    reader: uuid.UUID | None = None,
+    authors: Collection[uuid.UUID] | None = None,
+    record_id: uuid.UUID | None = None,
+) -> list[FeedRow]:
+    query = window_records_query(since, reader=reader, authors=authors, record_id=record_id)
+    return [feed_row(row) for row in await session.execute(query)]
 
 
 async def followers_batch(

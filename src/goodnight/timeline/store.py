@@ -150,10 +150,14 @@ def merge(candidates: Candidates, celebrity: list[bytes], count: int) -> tuple[l
     return batch, all(len(found) < candidates.count for found in candidates.members)
 
 
-def _bump_celebrity_version(pipe: Any) -> None:
-    """Move the version; a version Redis has lost restarts at a random value, never at one an API process may
-    still hold from an earlier life of this Redis."""
+def _ensure_celebrity_version(pipe: Any) -> None:
+    """A version Redis has lost restarts at a random value, never at one an API process may still hold
+    from an earlier life of this Redis."""
     pipe.set(keys.CELEBRITIES_VERSION, secrets.randbelow(2**62), nx=True)
+
+
+def _bump_celebrity_version(pipe: Any) -> None:
+    _ensure_celebrity_version(pipe)
     pipe.incr(keys.CELEBRITIES_VERSION)
 
 
@@ -359,7 +363,7 @@ class TimelineStore:
         """The current version of the celebrities and their records (created, at a random value that no
         earlier life of this Redis had, if Redis has lost it)."""
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(keys.CELEBRITIES_VERSION, secrets.randbelow(2**62), nx=True)
+        _ensure_celebrity_version(pipe)
         pipe.get(keys.CELEBRITIES_VERSION)
         _, version = await pipe.execute()
         assert isinstance(version, bytes)  # just set, if it was missing
