@@ -167,6 +167,8 @@ class Run:
             "GOODNIGHT_ENV": "production",
             "GOODNIGHT_JWT_SECRET": self.secret,
             "GOODNIGHT_CELEBRITY_THRESHOLD": str(self.profile.celebrity_threshold),
+            # Rate limits are on by default; a load test from one address would measure 429s.
+            "GOODNIGHT_RATE_LIMITS": "off",
         }
         self.redis = RedisServer(self.folder / "redis")
         self.redis.folder.mkdir()
@@ -579,6 +581,7 @@ class Run:
                 "lag_samples": args.lag_samples,
                 "lag_gap_s": args.lag_gap,
                 "mixed_duration_s": args.mixed_duration,
+                "rate_limits": self.base_settings["GOODNIGHT_RATE_LIMITS"],
             },
             "dataset": {
                 "profile": self.profile.name,

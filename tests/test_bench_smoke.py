@@ -103,8 +103,10 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
             assert row["error_total"] == 0, row
             assert row["single_client"]["latency_ms"]["count"] == 10, row
     assert endpoints[("redis", "feed light deep")]["page"] > 1
-    # The ceiling really is the ceiling.
-    assert endpoints[("redis", "health")]["rps"] > endpoints[("redis", "feed heavy p1")]["rps"]
+    # What the run produced, never how fast it was: two throughputs measured for a second each on a shared
+    # machine may come out in either order, and the suite must not fail on noise.
+    assert {tuple(sorted(row)) for row in results["endpoints"]} == {tuple(sorted(results["endpoints"][0]))}
+    assert results["settings"]["rate_limits"] == "off"
 
     for label in ("normal", "celebrity"):
         writes = results["writes"][label]

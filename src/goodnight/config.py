@@ -59,6 +59,28 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=65536, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
     database_pool_size: int = Field(default=10, ge=1)
+    # How long a request waits for a free database connection before it is refused with 503.
+    database_pool_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    # --- The edge: abuse limits and backpressure (docs/operations.md) ---
+    # ``off`` switches every rate limit off (benchmarks, load tests); on by default in every environment.
+    rate_limits: bool = True
+    # Each policy is a ``limits`` string: "5/minute", several separated by ";".
+    rate_limit_login_ip: str = "5/minute"
+    rate_limit_login_user: str = "10/15 minutes"
+    rate_limit_signup: str = "10/hour"
+    rate_limit_anonymous: str = "100/minute"
+    rate_limit_user: str = "1200/minute"
+    # Peers whose X-Forwarded-For is believed: comma-separated IPs or CIDRs. Empty: nobody's.
+    trusted_proxies: str = ""
+    # Argon2 hashes running at once in one process (each holds ~64 MiB); None means the CPU count.
+    hash_concurrency: int | None = Field(default=None, ge=1)
+    # A request waiting longer than this to start its password hash is refused with 503.
+    hash_wait_seconds: float = Field(default=2.0, gt=0)
+    # Requests one process works on at once; beyond it, 503 at once instead of a queue.
+    max_requests_in_flight: int = Field(default=256, ge=1)
+    # Origins (exact, comma-separated) whose browser apps may call the API. Empty: none.
+    cors_origins: str = ""
 
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
@@ -70,6 +92,28 @@ class Settings(BaseSettings):
                 )
             check_secret_strength(self.jwt_secret.get_secret_value())
         return self
+
+    @property
+    def rate_limit_policies(self) -> dict[str, str]:
+        """Each policy's name and its ``limits`` string."""
+        return {
+            "login_ip": self.rate_limit_login_ip,
+            "login_user": self.rate_limit_login_user,
+            "signup": self.rate_limit_signup,
+            "anonymous": self.rate_limit_anonymous,
+            "user": self.rate_limit_user,
+        }
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return _comma_separated(self.cors_origins)
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        return _comma_separated(self.trusted_proxies)
+
+    def resolved_hash_concurrency(self) -> int:
+        return self.hash_concurrency or os.cpu_count() or 1
 
     @property
     def is_sqlite(self) -> bool:
@@ -93,6 +137,10 @@ class Settings(BaseSettings):
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
         return load_or_create_secret(self.secret_file())
+
+
+def _comma_separated(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def check_secret_strength(secret: str) -> None:

@@ -7,6 +7,7 @@ status, including the ones FastAPI and Starlette raise themselves (unknown route
 from __future__ import annotations
 
 import logging
+import math
 from http import HTTPStatus
 from typing import Any
 
@@ -25,11 +26,19 @@ class GoodnightError(Exception):
     code: str = "internal_error"
     default_message: str = "Something went wrong on our side."
 
-    def __init__(self, message: str | None = None, *, code: str | None = None, details: Any = None) -> None:
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.message = message or self.default_message
         if code is not None:
             self.code = code
         self.details = details
+        self.headers = headers
         super().__init__(self.message)
 
 
@@ -59,6 +68,34 @@ class ValidationFailed(GoodnightError):
     status_code = 422
     code = "validation_error"
     default_message = "The request is not valid."
+
+
+class RateLimited(GoodnightError):
+    """Too many requests: carries ``Retry-After`` and the ``RateLimit-*`` headers."""
+
+    status_code = 429
+    code = "rate_limited"
+    default_message = "Too many requests; slow down and try again later."
+
+
+class ServiceUnavailable(GoodnightError):
+    """A dependency (the database, most often) cannot serve this request right now; retrying soon may work."""
+
+    status_code = 503
+    code = "service_unavailable"
+    default_message = "The service is temporarily unavailable; try again shortly."
+
+
+class Overloaded(ServiceUnavailable):
+    """This process is at capacity and refused the request at once instead of queueing it."""
+
+    code = "overloaded"
+    default_message = "The server is busy; try again shortly."
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """The ``Retry-After`` header: whole seconds, at least one."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
 
 
 class ErrorBody(BaseModel):
@@ -111,13 +148,16 @@ _HTTP_CODES = {
     406: "not_acceptable",
     413: "payload_too_large",
     415: "unsupported_media_type",
-    429: "too_many_requests",
+    429: "rate_limited",
 }
 
 
 async def _goodnight_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GoodnightError)
-    return render_error(request, exc.status_code, exc.code, exc.message, exc.details)
+    response = render_error(request, exc.status_code, exc.code, exc.message, exc.details)
+    if exc.headers:
+        response.headers.update(exc.headers)
+    return response
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -62,6 +62,8 @@ def settings_for(url: str, **overrides: object) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 8,
         "argon2_parallelism": 1,
+        # The suite makes thousands of requests from one address; the rate limit tests switch them on.
+        "rate_limits": False,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
