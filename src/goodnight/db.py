@@ -65,6 +65,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     else:
         options["pool_size"] = settings.database_pool_size
         options["max_overflow"] = settings.database_pool_size
+        # Waiting for a connection is bounded: past it the request is refused with 503 (see
+        # ``is_database_unavailable``), instead of queueing for half a minute and failing anyway.
+        options["pool_timeout"] = settings.database_pool_timeout_seconds
         options["pool_recycle"] = 1800
     if backend in ("mysql", "mariadb"):
         # Read committed avoids InnoDB gap locks that would make independent writers wait on each other.
@@ -98,6 +101,24 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(connection: sa.Connection) -> None:
         immediate = connection.get_execution_options().get(SQLITE_IMMEDIATE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# SQLSTATE classes that mean "not now" rather than "wrong": connection exceptions, insufficient resources
+# (too many connections), operator intervention (shutdown, starting up, statement timeout).
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database cannot serve right now (down, restarting, out of connections, a
+    statement timeout) — a 503 the client may retry — as opposed to a bug or a constraint violation."""
+    if isinstance(exc, sa.exc.TimeoutError | sa.exc.DisconnectionError | OSError):
+        return True  # the pool's wait ran out, or the driver could not connect at all
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return False
 
 
 class Database:

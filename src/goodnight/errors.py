@@ -12,11 +12,14 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from goodnight.db import is_database_unavailable
 
 logger = logging.getLogger("goodnight.errors")
 
@@ -112,11 +115,12 @@ class ErrorEnvelope(BaseModel):
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries documenting the error envelope for each status a route can return.
 
-    422 is always included: any query, path or body problem produces it.
+    422 is always included: any query, path or body problem produces it; so are 429 (rate limits) and 503
+    (overload, or the database away), which any route may answer.
     """
     return {
         status: {"model": ErrorEnvelope, "description": HTTPStatus(status).phrase}
-        for status in sorted({*statuses, 422})
+        for status in sorted({*statuses, 422, 429, 503})
     }
 
 
@@ -201,6 +205,21 @@ def _describe(error: Any) -> dict[str, str]:
     }
 
 
+# Seconds a client is asked to wait when the database cannot serve: long enough for a pool to drain or a
+# failover to finish, short enough that nobody gives up.
+DATABASE_RETRY_AFTER_SECONDS = 2
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    if not is_database_unavailable(exc):
+        return await _unexpected_error(request, exc)
+    logger.warning(
+        "database unavailable: %s", type(exc).__name__, extra={"request_id": request_id_of(request)}
+    )
+    error = ServiceUnavailable(headers=retry_after(DATABASE_RETRY_AFTER_SECONDS))
+    return await _goodnight_error(request, error)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"request_id": request_id_of(request)})
     return render_error(request, 500, "internal_error", GoodnightError.default_message)
@@ -210,4 +229,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(GoodnightError, _goodnight_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for unavailable in (sa.exc.DBAPIError, sa.exc.TimeoutError, sa.exc.DisconnectionError, OSError):
+        app.add_exception_handler(unavailable, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

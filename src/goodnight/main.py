@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    _install_middleware(app, settings)
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
@@ -91,6 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api)
     _mount_docs(app)
     return app
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    """The middleware stack, innermost first: each ``add_middleware`` wraps everything added before it.
+
+    From the outside in: request ids, the access log and the body limit see every request; then the
+    in-flight cap refuses overload before any work is done; then rate limits.
+    """
+    app.add_middleware(RequestContextMiddleware)
 
 
 def _mount_docs(app: FastAPI) -> None:
