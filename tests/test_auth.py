@@ -17,6 +17,7 @@ import orjson
 import pytest
 from jwt.warnings import InsecureKeyLengthWarning
 
+from goodnight.config import Settings
 from goodnight.deps import Services
 from goodnight.main import create_app
 from tests.support.api import PASSWORD, Api, Member
@@ -24,6 +25,8 @@ from tests.support.databases import TEST_JWT_SECRET, settings_for
 from tests.support.envelope import assert_error, assert_request_id, assert_validation_error
 
 LOGIN_KEYS = {"token", "token_type", "expires_in", "message"}
+# The suite's apps issue tokens for the default lifetime.
+TEST_TTL: int = Settings.model_fields["jwt_ttl_seconds"].default
 OTHER_SECRET = "another-secret-9876543210-zyxwvutsrqponmlkjihgfedcba"
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 PUBLIC_ROUTES = {
@@ -40,7 +43,7 @@ def b64url(data: bytes) -> str:
 
 def claims_for(user_id: str, *, ttl: float = 3600, **overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl}
+    claims: dict[str, Any] = {"sub": user_id, "iat": now, "exp": now + ttl, "jti": uuid.uuid4().hex}
     claims.update(overrides)
     return {key: value for key, value in claims.items() if value is not None}
 
@@ -90,6 +93,16 @@ BAD_AUTHORIZATIONS: dict[str, Callable[[Member, Member], dict[str, str]]] = {
     "sub-empty": lambda me, other: bearer(signed(claims_for(""))),
     "no-sub": lambda me, other: bearer(signed({"iat": int(time.time()), "exp": int(time.time()) + 600})),
     "no-exp": lambda me, other: bearer(signed(claims_for(me.id, exp=None))),
+    "no-iat": lambda me, other: bearer(signed(claims_for(me.id, iat=None))),
+    "no-jti": lambda me, other: bearer(signed(claims_for(me.id, jti=None))),
+    "empty-jti": lambda me, other: bearer(signed(claims_for(me.id, jti=""))),
+    # Signed with the real key, but no server issues tokens like these.
+    "hundred-year-exp": lambda me, other: bearer(signed(claims_for(me.id, ttl=100 * 365 * 86400))),
+    "longer-than-ttl": lambda me, other: bearer(signed(claims_for(me.id, ttl=TEST_TTL + 1))),
+    "iat-in-the-future": lambda me, other: bearer(
+        signed(claims_for(me.id, iat=int(time.time()) + 120, exp=int(time.time()) + 600))
+    ),
+    "iat-not-a-number": lambda me, other: bearer(signed(claims_for(me.id, iat="yesterday"))),
     "payload-swapped": lambda me, other: bearer(tampered(me.token, other.id)),
     "oversized": lambda me, other: bearer(signed(claims_for(me.id, padding="x" * 5000))),
 }
@@ -227,7 +240,7 @@ async def test_token_stops_working_when_it_expires(api: Api, client: httpx.Async
     me = await api.register("alice")
     # Whole seconds: PyJWT truncates a fractional exp. Valid for at least one more second from now.
     expires_at = int(time.time()) + 2
-    short_lived = signed({"sub": me.id, "iat": expires_at - 2, "exp": expires_at})
+    short_lived = signed({"sub": me.id, "iat": expires_at - 2, "exp": expires_at, "jti": "short-lived"})
     assert (await client.get("/users/me", headers=bearer(short_lived))).status_code == 200
     await asyncio.sleep(max(0.0, expires_at + 0.05 - time.time()))
     # Even though it verified a moment ago (and may be cached), an expired token is refused.

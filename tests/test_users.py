@@ -144,6 +144,10 @@ async def test_register_ignores_server_owned_fields(client: httpx.AsyncClient) -
         pytest.param(
             {"username": "zoe", "password": PASSWORD, "name": "Zoë O'Brien-Ñúñez 张伟"}, id="name-unicode"
         ),
+        pytest.param({"username": "arabic", "password": PASSWORD, "name": "سارة"}, id="name-right-to-left"),
+        pytest.param(
+            {"username": "joined", "password": PASSWORD, "name": "👩\u200d👩\u200d👧"}, id="name-zwj-emoji"
+        ),
         pytest.param({"username": "nullname", "password": PASSWORD, "name": None}, id="name-null"),
     ],
 )
@@ -234,6 +238,16 @@ async def test_register_rejects_bad_passwords(client: httpx.AsyncClient, passwor
         pytest.param("\x1b[31mred", id="ansi-escape"),
         pytest.param("del\x7f", id="del"),
         pytest.param("csi\x9b31m", id="c1-control-csi"),
+        pytest.param("", id="empty"),
+        pytest.param("   ", id="spaces-only"),
+        pytest.param("\u3000\u00a0", id="ideographic-and-no-break-spaces-only"),
+        pytest.param("\u200b\u200c\u200d", id="zero-width-only"),
+        pytest.param(" \u2060\ufeff ", id="word-joiner-and-bom-only"),
+        pytest.param("\u202egnp.exe", id="right-to-left-override"),
+        pytest.param("Ali\u202ace", id="left-to-right-embedding"),
+        pytest.param("Ali\u202dce", id="left-to-right-override"),
+        pytest.param("\u2066Alice\u2069", id="left-to-right-isolate"),
+        pytest.param("Ali\u2068ce", id="first-strong-isolate"),
     ],
 )
 async def test_register_rejects_bad_names(client: httpx.AsyncClient, name: str) -> None:

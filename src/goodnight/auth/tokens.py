@@ -19,6 +19,9 @@ from goodnight.kit.ids import new_id
 ALGORITHM = "HS256"
 MAX_TOKEN_LENGTH = 4096
 CACHE_SIZE = 10_000
+# How far in the future a token's ``iat`` may lie: clocks of the servers that issue tokens disagree a little.
+MAX_CLOCK_SKEW_SECONDS = 30
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +54,28 @@ class Tokens:
         try:
             # Pinning the algorithm list is what rejects 'alg: none' and algorithm-confusion tokens.
             claims = jwt.decode(
-                token, self._secret, algorithms=[ALGORITHM], options={"require": ["exp", "iat", "sub"]}
+                token, self._secret, algorithms=[ALGORITHM], options={"require": REQUIRED_CLAIMS}
             )
             user_id = uuid.UUID(str(claims["sub"]))
+            self._check_lifetime(claims["iat"], claims["exp"], claims["jti"])
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The bearer token has expired; log in again.") from exc
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise Unauthorized("The bearer token is not valid.") from exc
         self._remember(token, user_id, float(claims["exp"]))
         return user_id
+
+    def _check_lifetime(self, issued_at: object, expires_at: object, token_id: object) -> None:
+        """Only what ``issue`` could have made: a token signed with a leaked or misused key for a century,
+        or dated in the future to outlive its ``exp`` check, is refused even though its signature is good."""
+        if not isinstance(issued_at, int | float) or not isinstance(expires_at, int | float):
+            raise ValueError("iat and exp must be numbers")
+        if expires_at - issued_at > self._ttl:
+            raise ValueError("the token lives longer than tokens are issued for")
+        if issued_at > time.time() + MAX_CLOCK_SKEW_SECONDS:
+            raise ValueError("the token was issued in the future")
+        if not isinstance(token_id, str) or not token_id:
+            raise ValueError("jti must be a non-empty string")
 
     def _remember(self, token: str, user_id: uuid.UUID, expires_at: float) -> None:
         self._verified[token] = (user_id, expires_at)

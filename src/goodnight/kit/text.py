@@ -23,5 +23,22 @@ def _printable(value: str) -> str:
     return value
 
 
+# Bidirectional embeddings, overrides (U+202A-U+202E) and isolates (U+2066-U+2069) reorder the text shown
+# after them: "\u202egnp.exe" displays as "exe.png". A name has no use for them.
+BIDI_CONTROLS = frozenset(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+# Characters that take no space: zero-width space, non-joiner and joiner, word joiner, byte order mark, and
+# the left-to-right / right-to-left marks.
+INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u200e\u200f")
+
+
+def _visible(value: str) -> str:
+    # Someone reading a feed must be able to see who a name belongs to, and read it in its own order.
+    if any(char in BIDI_CONTROLS for char in value):
+        raise ValueError("must not contain bidirectional control characters")
+    if all(char.isspace() or char in INVISIBLE for char in value):
+        raise ValueError("must contain a visible character")
+    return value
+
+
 UnicodeText = Annotated[str, AfterValidator(_encodable)]
-DisplayText = Annotated[str, AfterValidator(_printable)]
+DisplayText = Annotated[str, AfterValidator(_printable), AfterValidator(_visible)]
