@@ -6,18 +6,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
-from fastapi.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
 
 from goodnight import __version__, health
+from goodnight.api_docs import mount_docs
 from goodnight.auth.passwords import Passwords
 from goodnight.auth.router import router as auth_router
 from goodnight.auth.tokens import Tokens
 from goodnight.config import Settings, get_settings
 from goodnight.db import Database
 from goodnight.deps import Services
+from goodnight.edge.headers import CorsMiddleware, SecurityHeadersMiddleware
 from goodnight.errors import install_error_handlers
 from goodnight.feed.router import router as feed_router
 from goodnight.jobs.events import Events
@@ -30,7 +28,6 @@ from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
-DOCS_ASSETS = "/api-docs/assets"
 
 
 def build_services(settings: Settings) -> Services:
@@ -89,29 +86,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(socials_router)
     api.include_router(sleep_router)
     app.include_router(api)
-    _mount_docs(app)
+    mount_docs(app)
     return app
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     """The middleware stack, innermost first: each ``add_middleware`` wraps everything added before it.
 
-    From the outside in: request ids, the access log and the body limit see every request; then the
-    in-flight cap refuses overload before any work is done; then rate limits.
+    From the outside in: security headers go on every response, even the edge's own refusals; request ids,
+    the access log and the body limit see every request; CORS answers preflights; then the in-flight cap
+    refuses overload before any work is done; then rate limits; then the routes.
     """
+    # (innermost) rate limits, then the in-flight cap, are added here.
+    if settings.cors_origin_list:
+        app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
     app.add_middleware(RequestContextMiddleware)
-
-
-def _mount_docs(app: FastAPI) -> None:
-    """Swagger UI at /api-docs with its assets served by the app itself: no CDN, works offline."""
-    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui-assets")
-
-    @app.get("/api-docs", include_in_schema=False)
-    async def api_docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url="/openapi.json",
-            title="Goodnight API",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
-        )
+    app.add_middleware(SecurityHeadersMiddleware)
