@@ -10,7 +10,9 @@ The timeline itself is exact (see ``store``): unfollows and follows are applied 
 response is sent, and no stale writer can put an unfollowed user's records back.
 A cold timeline (never built, expired through inactivity, or lost by Redis) is answered from SQL and rebuilt
 in the background; Redis failures trip a breaker and the feed is served from SQL meanwhile; and nothing is
-served from Redis while the outbox is behind by more than the allowed lag.
+served from Redis while the outbox is behind by more than the allowed lag (``catch_up``). While the database
+is unreachable, warm timelines are still served, judged on the last known lag; a page that would need a query
+(a celebrity snapshot to reload, a reader's celebrity follows to look up) goes to SQL, which answers 503.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ from datetime import datetime, timedelta
 from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.feed.render import TOMBSTONE, PageItem, epoch_ms, parse_rendering
-from goodnight.jobs import outbox
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
+from goodnight.timeline.catch_up import CatchUp
+from goodnight.timeline.outage import BackgroundFailures, DatabaseAway, querying
 from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
 from goodnight.timeline.store import TimelineStore
 
@@ -42,7 +45,6 @@ SEEN_REFRESH_SECONDS = 3600
 # Candidates fetched beyond what the page needs, to absorb deleted records and the window's edge.
 SLACK = 4
 MAX_ROUNDS = 8
-CATCH_UP_RECHECK_SECONDS = 0.5
 CELEBRITY_FOLLOWS_CACHE_SIZE = 100_000
 
 
@@ -99,15 +101,9 @@ class TimelineReader:
         # The marker lives a little less than the activity window, so a timeline goes cold before fanout
         # stops reaching its reader.
         self.marker_ttl = max(settings.active_days * 86400 - SEEN_REFRESH_SECONDS, 60)
-        self.max_lag = settings.timeline_max_lag_seconds
-        # After a Redis failure seen here, nothing is served from Redis until the outbox is confirmed caught
-        # up: writes made meanwhile wait there, and a timeline that survived the outage does not have them.
-        self._suspect = False
-        self._caught_up = False
-        self._recheck_at = 0.0
-        self._checking = False
-        self._failures = 0
+        self.catch_up = CatchUp(database, settings.timeline_max_lag_seconds)
         self._background: set[asyncio.Task[None]] = set()
+        self._background_failures = BackgroundFailures(logger)
         self._snapshot: CelebritySnapshot | None = None
         self._snapshot_lock = asyncio.Lock()
         self._celebrity_follows: OrderedDict[uuid.UUID, CelebrityFollows] = OrderedDict()
@@ -126,33 +122,15 @@ class TimelineReader:
 
     def redis_failed(self) -> None:
         self.breaker.trip()
-        self._suspect = True
-        self._failures += 1
-
-    async def _outbox_caught_up(self) -> bool:
-        """True when no outbox event has waited longer than the allowed lag (checked twice a second at most,
-        and right away after a failure). One request checks; the others meanwhile go by the last answer, so
-        a busy process sends one query per period, not one per request in flight."""
-        now = time.monotonic()
-        if (self._suspect or now >= self._recheck_at) and not self._checking:
-            self._checking = True
-            failures = self._failures
-            try:
-                async with self.database.reader() as session:
-                    age = await outbox.oldest_pending_age(session)
-                self._caught_up = age is None or age <= self.max_lag
-                self._recheck_at = time.monotonic() + CATCH_UP_RECHECK_SECONDS
-                if failures == self._failures:  # a failure during the check needs a check of its own
-                    self._suspect = self._suspect and not self._caught_up
-            finally:
-                self._checking = False
-        return self._caught_up and not self._suspect
+        self.catch_up.redis_failed()
 
     async def _page(self, request: PageRequest) -> list[PageItem] | None:
-        if not self.breaker.allows() or not await self._outbox_caught_up():
+        if not self.breaker.allows() or not await self.catch_up.allows():
             return None
         try:
             return await self._assemble(request)
+        except DatabaseAway:
+            return None  # the page needed a query: SQL answers (503 while the database is away)
         except REDIS_ERRORS as exc:
             logger.warning("redis unavailable, serving the feed from SQL: %s", exc)
             self.redis_failed()
@@ -215,7 +193,7 @@ class TimelineReader:
                 return None
             rows = []
             if celebrities:
-                async with self.database.reader() as session:
+                async with querying(), self.database.reader() as session:
                     since = utcnow() - SNAPSHOT_SPAN
                     rows = await repository.window_records(session, since, authors=celebrities)
             await self.store.put_renderings([repository.rendering(row) for row in rows])
@@ -246,7 +224,7 @@ class TimelineReader:
     async def _follow_celebrities(self, reader: uuid.UUID, follows: int, snapshot: CelebritySnapshot) -> None:
         """Look up which celebrities the reader follows, keyed on the reader's follow version, read before
         the query: any follow or unfollow after it moves the version, so a stale entry is never used."""
-        async with self.database.reader() as session:
+        async with querying(), self.database.reader() as session:
             followed = await repository.followed_among(session, reader, snapshot.celebrities)
         self._remember(reader, follows, followed, snapshot)
 
@@ -269,8 +247,8 @@ class TimelineReader:
     async def _rebuild(self, reader: uuid.UUID) -> None:
         try:
             await self.rebuild(reader)
-        except Exception:  # background work: log, the next read tries again
-            logger.exception("timeline rebuild failed for %s", reader)
+        except Exception as exc:  # background work: log, the next read tries again
+            self._background_failures.report(exc, "timeline rebuild failed for %s", reader)
 
     async def rebuild(self, reader: uuid.UUID) -> bool:
         """Rebuild a reader's timeline from one SQL query. False if another process is on it, or if Redis lost
@@ -303,14 +281,14 @@ class TimelineReader:
                 await repository.mark_active(session, reader, utcnow())
                 await session.commit()
             await self.store.mark_seen(reader, seen=time.time(), ttl_seconds=self.marker_ttl)
-        except Exception:
-            logger.exception("could not record activity for %s", reader)
+        except Exception as exc:
+            self._background_failures.report(exc, "could not record activity for %s", reader)
 
     async def _rebuild_celebrities(self) -> None:
         try:
             await self.rebuild_celebrities()
-        except Exception:
-            logger.exception("celebrity set rebuild failed")
+        except Exception as exc:
+            self._background_failures.report(exc, "celebrity set rebuild failed")
 
     async def rebuild_celebrities(self) -> None:
         """Add everyone above the threshold and mark the set ready. Never remove anyone: a member's recent

@@ -1,0 +1,135 @@
+"""A private PostgreSQL server for the tests: real PostgreSQL, on a spare port, ours to stop and start.
+
+The shared test server must never be stopped; a test that takes the database away starts one of these.
+The cluster lives in a temporary directory with trust authentication, listens on 127.0.0.1 only and runs
+with fsync off (nothing here needs to survive the machine crashing). PostgreSQL refuses to run as root, so
+when the tests do, its commands run as the ``postgres`` system user, who owns the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.support.redis_server import free_port
+
+COMMAND_TIMEOUT_S = 60.0
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    # fsync off is safe for a crash of the server alone (the kernel keeps what was written); never turn
+    # synchronous_commit off here: commits would be acknowledged before their WAL left shared memory, and a
+    # hard stop would lose acknowledged writes.
+    "fsync": "off",
+    "full_page_writes": "off",
+    "max_connections": "50",
+}
+
+
+def postgres_bin_dir() -> Path:
+    """The newest installed PostgreSQL's ``bin`` directory (Debian keeps each version apart)."""
+    versions = [path for path in Path("/usr/lib/postgresql").glob("*/bin") if (path / "initdb").exists()]
+    if versions:
+        return max(versions, key=lambda path: [int(part) for part in re.findall(r"\d+", path.parent.name)])
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        raise RuntimeError("PostgreSQL's initdb is not installed; the database outage tests need it")
+    return Path(initdb).parent
+
+
+class PostgresServer:
+    """``initdb`` once, then ``pg_ctl start``/``stop`` on the same port and data directory.
+
+    ``stop()`` is a hard stop (``-m immediate``: every connection dropped at once, no checkpoint), as when
+    the database crashes; ``start()`` brings it back through crash recovery, with all committed data.
+    """
+
+    def __init__(self, *, port: int | None = None) -> None:
+        self.bin_dir = postgres_bin_dir()
+        self.port = port or free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="goodnight-postgres-"))
+        self.data = self.directory / "data"
+        self.log_path = self.directory / "server.log"
+        self._as_user: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+            self._as_user = ["runuser", "-u", "postgres", "--"]
+        self.running = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [*self._as_user, str(self.bin_dir / program), *args]
+        finished = subprocess.run(
+            command,
+            cwd=self.directory,  # the postgres user may not be allowed into the tests' working directory
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+        if finished.returncode != 0:
+            raise RuntimeError(
+                f"{program} failed ({finished.returncode}): {finished.stdout}{finished.stderr}\n{self.log()}"
+            )
+
+    def _initialise(self) -> None:
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        settings = {
+            **SERVER_SETTINGS,
+            "port": str(self.port),
+            "unix_socket_directories": f"'{self.directory}'",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+
+    def start(self) -> PostgresServer:
+        if not self.data.exists():
+            self._initialise()
+        self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60")
+        self.running = True
+        return self
+
+    def stop(self) -> None:
+        """A hard stop: connections are cut at once, as when the server dies."""
+        if self.running:
+            self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60")
+            self.running = False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except (RuntimeError, subprocess.TimeoutExpired):
+            self._kill_postmaster()
+            raise
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _kill_postmaster(self) -> None:
+        """The last resort when ``pg_ctl`` cannot stop it: its backends exit once the postmaster is gone."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.data / "postmaster.pid").read_text().split()[0])
+            os.kill(pid, signal.SIGKILL)
