@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from goodnight.logging_setup import JsonFormatter
+from goodnight.users import service as users_service
 from tests.support.api import PASSWORD, Api
 from tests.support.envelope import assert_error, assert_request_id, assert_validation_error
+from tests.support.logs import app_logs, records_of
 
 ROOT = "http://testserver"
 SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -284,3 +291,47 @@ async def test_swagger_ui_is_served_without_a_cdn(client: httpx.AsyncClient) -> 
     for url in scripts:
         asset = await client.get(f"{ROOT}{url}")
         assert "javascript" in asset.headers["content-type"], (url, asset.headers)
+
+
+# --- unexpected errors -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(lambda: RuntimeError("internal detail 42"), id="bug"),
+        # A database error that is not an outage (here a constraint nobody expected) is a bug too.
+        pytest.param(
+            lambda: sa.exc.IntegrityError("INSERT", {}, Exception("internal detail 42")), id="database-bug"
+        ),
+    ],
+)
+async def test_an_unexpected_error_is_a_500_envelope_logged_once(
+    api: Api, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, failure: Callable[[], Exception]
+) -> None:
+    alice = await api.register()
+    raised = failure()
+
+    async def broken(*_: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(users_service, "get_me", broken)
+    with app_logs() as records:
+        response = await client.get("/users/me", headers=alice.headers)
+    error = assert_error(response, 500, "internal_error")
+    assert "internal detail" not in response.text
+    # One record for the request: its access line, carrying the traceback; nothing else.
+    (record,) = records_of(records, error["request_id"])
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert record.exc_info[1] is raised
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    logged = json.loads(line)
+    assert logged["status"] == 500
+    assert logged["path"] == "/api/v1/users/me"
+    assert logged["user_id"] == alice.id
+    assert "internal detail 42" in logged["exception"]
+    # The app still serves.
+    monkeypatch.undo()
+    assert (await client.get("/users/me", headers=alice.headers)).status_code == 200

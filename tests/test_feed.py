@@ -4,10 +4,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from goodnight.feed.humanize import humanize_duration
 from goodnight.kit.cursor import encode_cursor
 from tests.support.api import Api, Member
 from tests.support.envelope import assert_error
+from tests.support.nights import logged
 from tests.support.times import ago, iso
 
 
@@ -34,14 +34,14 @@ async def test_feed_orders_by_duration_and_shows_followed_users_only(api: Api) -
     assert response.status_code == 200, response.text
     body = response.json()
     assert _ids(body["data"]) == [long["id"], middle["id"], short["id"]]
-    assert body["pagination"] == {"per_page": 10, "next_cursor": None}
+    assert body["pagination"] == {"start_index": 0, "per_page": 10, "last_index": 2, "next_cursor": None}
     item = body["data"][1]
     assert item == {
         "id": middle["id"],
         "clocked_in_at": middle["clocked_in_at"],
         "clocked_out_at": middle["clocked_out_at"],
         "duration": 7 * 3600 + 1800,
-        "humanized_duration": "7 hours 30 minutes",
+        "humanized_duration": "7 hours and 30 minutes",
         "user": {"id": bob.id, "username": bob.username, "name": None},
     }
 
@@ -128,7 +128,7 @@ async def test_start_index_for_legacy_clients(api: Api) -> None:
     assert page["pagination"]["per_page"] == 2
     beyond = (await api.feed(me, per_page=2, start_index=10)).json()
     assert beyond["data"] == []
-    assert beyond["pagination"]["last_index"] is None
+    assert beyond["pagination"]["start_index"] == beyond["pagination"]["last_index"] == 10
 
 
 async def test_feed_rejects_bad_paging(api: Api) -> None:
@@ -166,15 +166,21 @@ async def test_feed_cursor_from_one_user_cannot_see_through_another_users_follow
     assert (await api.feed(eve, cursor=cursor)).json()["data"] == []
 
 
-def test_humanized_durations() -> None:
-    assert humanize_duration(7 * 3600 + 30 * 60) == "7 hours 30 minutes"
-    assert humanize_duration(3600) == "1 hour"
-    assert humanize_duration(3600 + 60) == "1 hour 1 minute"
-    assert humanize_duration(45 * 60 + 10) == "45 minutes"
-    assert humanize_duration(59) == "59 seconds"
-    assert humanize_duration(1) == "1 second"
-    assert humanize_duration(0) == "0 seconds"
-
-
 def test_feed_times_are_utc_with_z() -> None:
     assert iso(datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)) == "2026-01-02T03:04:05.678Z"
+
+
+async def test_a_night_logged_mid_scroll_shows_once_if_it_sorts_after_the_cursor(api: Api) -> None:
+    me, bob = await api.register(), await api.register()
+    await api.follow(me, bob)
+    for night in (2, 1):
+        await _night(api, bob, night, 4 + night)
+    first = (await api.feed(me, per_page=1)).json()
+    # Forgotten nights, logged while the reader scrolls: one longer than the first page's (not shown), one
+    # shorter than everything seen (shown, in its place).
+    for days_ago, hours in ((5, 9), (4, 2)):
+        start = ago(days=days_ago)
+        await logged(api.client, bob, start, start + timedelta(hours=hours))
+    rest = (await api.feed(me, per_page=10, cursor=first["pagination"]["next_cursor"])).json()
+    durations = [item["duration"] // 3600 for item in first["data"] + rest["data"]]
+    assert durations == [6, 5, 2]

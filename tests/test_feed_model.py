@@ -1,10 +1,11 @@
 """The followings feed against an in-memory reference model, driven by random programs of API calls.
 
 Hypothesis writes programs of register / follow / unfollow / clock-in / clock-out (back-dated, sometimes
-invalid on purpose) / delete calls, interleaved with feed reads. The model predicts the status and error
+invalid on purpose) / log a forgotten night (often before the user's earlier records, sometimes overlapping
+one or invalid) / delete calls, interleaved with feed reads. The model predicts the status and error
 code of every call, so model and API stay in lockstep, and every page of every user's feed (cursor paging at
-several page sizes, ``start_index`` paging, and scrolls that carry on while the data changes under them) must
-equal what the model says the feed is:
+several page sizes, ``start_index`` paging with the original app's offsets, and scrolls that carry on while
+the data changes under them) must equal what the model says the feed is:
 
     completed records of the users the caller currently follows, clocked in at or after now - 7 days,
     ordered by duration (whole seconds, floored) descending, then id descending.
@@ -49,16 +50,16 @@ MAX_EXAMPLES = 25  # per backend: some 25-40 s for the three on a quiet machine
 
 
 def humanized(seconds: int) -> str:
-    def unit(count: int, word: str) -> str:
-        return f"{count} {word}" if count == 1 else f"{count} {word}s"
-
-    hours, minutes, rest = seconds // 3600, seconds % 3600 // 60, seconds % 60
-    if hours == 0 and minutes == 0:
-        return unit(rest, "second")
-    parts = [unit(hours, "hour")] if hours else []
-    if minutes:
-        parts.append(unit(minutes, "minute"))
-    return " ".join(parts)
+    """Rails' ``Duration#inspect``: the non-zero parts, joined by ``to_sentence``."""
+    weeks, rest = divmod(seconds, 7 * 86400)
+    days, rest = divmod(rest, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, rest = divmod(rest, 60)
+    named = ((weeks, "week"), (days, "day"), (hours, "hour"), (minutes, "minute"), (rest, "second"))
+    parts = [f"{count} {unit}" + ("" if count == 1 else "s") for count, unit in named if count]
+    if len(parts) < 3:
+        return " and ".join(parts) or "0 seconds"
+    return ", ".join(parts[:-1]) + ", and " + parts[-1]
 
 
 # --- Programs -----------------------------------------------------------------------------------------------
@@ -121,6 +122,23 @@ class Sleep:
     clock_out: ClockOut
 
 
+LogNightKind = Literal["earlier", "raw", "future", "too_old", "backwards"]
+
+
+@dataclass(frozen=True)
+class LogNight:
+    """A forgotten night, logged whole. ``earlier``: ends ``value`` ms before the actor's earliest record
+    starts, or ``value`` ms before now without one (usually valid); ``raw``: starts ``value`` ms ago (often
+    overlapping; if it would end after now, it ends halfway to now); ``future``: ends ``value`` ms after
+    now + 5 min; ``too_old``: starts ``value`` ms more than 30 days ago; ``backwards``: starts ``value`` ms
+    ago and ends ``duration`` ms before (or at) that."""
+
+    actor: int
+    kind: LogNightKind
+    value: int
+    duration: int
+
+
 @dataclass(frozen=True)
 class Delete:
     actor: int
@@ -144,7 +162,7 @@ class Scroll:
     resume: bool = False
 
 
-Op = Register | Follow | Unfollow | ClockIn | ClockOut | Sleep | Delete | CheckFeeds | Scroll
+Op = Register | Follow | Unfollow | ClockIn | ClockOut | Sleep | LogNight | Delete | CheckFeeds | Scroll
 
 
 @dataclass(frozen=True)
@@ -171,7 +189,8 @@ fresh_clock_ins = st.one_of(
 # dropped from the program, so a shrunk counterexample lists only the ops that matter.
 OP_KINDS = (
     "pause",
-    *["sleep"] * 10,
+    *["sleep"] * 8,
+    *["log_night"] * 3,
     *["clock_in"] * 3,
     *["clock_out"] * 3,
     *["follow"] * 6,
@@ -226,6 +245,22 @@ def clock_outs(draw: st.DrawFn) -> ClockOut:
 
 
 @st.composite
+def nights(draw: st.DrawFn) -> LogNight:
+    actor = draw(users)
+    kind = draw(st.sampled_from(["earlier"] * 5 + ["raw"] * 3 + ["future", "too_old", "backwards"]))
+    if kind == "earlier":
+        gap = draw(st.one_of(st.sampled_from([0, 1, SECOND, HOUR]), st.integers(0, 2 * DAY)))
+        return LogNight(actor, "earlier", gap, draw(durations))
+    if kind == "raw":
+        return LogNight(actor, "raw", draw(st.integers(0, MAX_BACKDATE - MARGIN - 1)), draw(durations))
+    if kind == "future":
+        return LogNight(actor, "future", draw(st.integers(0, DAY)), draw(durations))
+    if kind == "too_old":
+        return LogNight(actor, "too_old", draw(st.integers(MARGIN, 15 * DAY)), draw(durations))
+    return LogNight(actor, "backwards", draw(fresh_clock_ins), draw(st.sampled_from([0, 1, SECOND, HOUR])))
+
+
+@st.composite
 def operations(draw: st.DrawFn) -> Op | None:
     kind = draw(st.sampled_from(OP_KINDS))
     if kind == "pause":
@@ -234,6 +269,8 @@ def operations(draw: st.DrawFn) -> Op | None:
         return draw(clock_ins())
     if kind == "clock_out":
         return draw(clock_outs())
+    if kind == "log_night":
+        return draw(nights())
     if kind == "sleep":
         actor = draw(users)
         return Sleep(
@@ -387,6 +424,8 @@ class Runner:
         elif isinstance(op, Sleep):
             await self.clock_in(op.clock_in)
             await self.clock_out(op.clock_out)
+        elif isinstance(op, LogNight):
+            await self.log_night(op)
         elif isinstance(op, Delete):
             await self.delete(op)
         elif isinstance(op, Scroll):
@@ -552,6 +591,58 @@ class Runner:
             "duration": opened.duration,
         }
 
+    def night_times(self, actor: int, op: LogNight) -> tuple[int, int]:
+        if op.kind == "future":
+            end = self.now + FUTURE + op.value
+            return end - op.duration, end
+        if op.kind == "too_old":
+            start = self.now - MAX_BACKDATE - op.value
+            return start, start + op.duration
+        if op.kind == "backwards":
+            start = self.avoid_boundaries(self.now - op.value)
+            return start, start - op.duration
+        if op.kind == "raw":
+            start = self.avoid_boundaries(self.now - op.value)
+            end = start + op.duration
+            return start, end if end <= self.now else start + (self.now - start) // 2
+        anchor = min((r.clocked_in for r in self.live(actor)), default=self.now)
+        start = self.avoid_boundaries(anchor - op.value - op.duration)
+        return start, start + op.duration
+
+    def overlaps(self, actor: int, start: int, end: int) -> bool:
+        """An open record runs on until it is clocked out: it overlaps everything after its clock-in."""
+        return any(
+            r.clocked_in < end and (r.clocked_out is None or r.clocked_out > start) for r in self.live(actor)
+        )
+
+    async def log_night(self, op: LogNight) -> None:
+        actor = self.who(op.actor)
+        start, end = self.night_times(actor, op)
+        note(f"  log a night for {actor}: {iso(start)} to {iso(end)}")
+        body = {"clocked_in_at": iso(start), "clocked_out_at": iso(end)}
+        response = await self.http.post("/sleep_records", json=body, headers=self.headers(actor))
+        latest_allowed = self.now + FUTURE // 2
+        if not self.now - MAX_BACKDATE <= start <= latest_allowed or end > latest_allowed or end <= start:
+            expect(response, 422, "validation_error")
+            return
+        if self.overlaps(actor, start, end):
+            expect(response, 422, "validation_error")
+            event("a logged night overlaps a record")
+            return
+        data = expect(response, 201)
+        record = Record(uuid.UUID(data["id"]), actor, start, end)
+        self.records.append(record)
+        assert {k: v for k, v in data.items() if k != "created_at"} == {
+            "id": str(record.id),
+            "user_id": self.people[actor].member.id,
+            "state": "clocked_out",
+            "clocked_in_at": iso(start),
+            "clocked_out_at": iso(end),
+            "duration": record.duration,
+        }
+        if any(r.clocked_in > start for r in self.live(actor)):
+            event("a night is logged before a later record")
+
     async def delete(self, op: Delete) -> None:
         actor = self.who(op.actor)
         theirs = [] if op.owner == GHOST else [r for r in self.records if r.owner == self.who(op.owner)]
@@ -575,15 +666,23 @@ class Runner:
         page: dict[str, Any] = expect(await self.api.feed(self.people[person].member, **params), 200)
         return page
 
-    def assert_page(self, page: dict[str, Any], remaining: list[Record], per_page: int, where: str) -> None:
-        """A cursor-mode page: the first ``per_page`` of the records still to come, and a cursor iff more."""
+    def assert_page(
+        self, page: dict[str, Any], remaining: list[Record], per_page: int, where: str, *, first: bool
+    ) -> None:
+        """The first ``per_page`` of the records still to come, and a cursor iff more. A ``first`` page (asked
+        without a cursor) is the original app's offset page from 0 as well; a page read by cursor has no
+        offsets."""
         expected = [self.item(r) for r in remaining[:per_page]]
         assert page["data"] == expected, where
         pagination = page["pagination"]
         assert pagination["per_page"] == per_page, where
         assert (pagination["next_cursor"] is not None) == (len(remaining) > per_page), (where, pagination)
-        assert "start_index" not in pagination, where
-        assert "last_index" not in pagination, where
+        if first:
+            assert pagination["start_index"] == 0, where
+            assert pagination["last_index"] == max(len(expected) - 1, 0), where
+        else:
+            assert "start_index" not in pagination, where
+            assert "last_index" not in pagination, where
 
     async def walk_feed(self, person: int, per_page: int | None) -> None:
         """Every page of the feed, following next_cursor, each compared with the model."""
@@ -593,7 +692,7 @@ class Runner:
         while True:
             page = await self.read_feed(person, **params)
             where = f"feed of user {person}, per_page={per_page}, from item {seen}"
-            self.assert_page(page, expected[seen:], per_page or DEFAULT_PER_PAGE, where)
+            self.assert_page(page, expected[seen:], per_page or DEFAULT_PER_PAGE, where, first=seen == 0)
             seen += len(page["data"])
             cursor = page["pagination"]["next_cursor"]
             if cursor is None:
@@ -619,7 +718,7 @@ class Runner:
             remaining = [r for r in remaining if r.feed_key < last_key]
         page = await self.read_feed(actor, **params)
         where = f"scroll of user {actor}, per_page={op.per_page}, {'next' if ongoing else 'first'} page"
-        self.assert_page(page, remaining, op.per_page, where)
+        self.assert_page(page, remaining, op.per_page, where, first=ongoing is None)
         if page["pagination"]["next_cursor"] is not None:
             self.scrolls[actor] = (page["pagination"]["next_cursor"], remaining[op.per_page - 1].feed_key)
 
@@ -635,15 +734,15 @@ class Runner:
             pagination = page["pagination"]
             assert pagination["per_page"] == per_page, where
             assert pagination["start_index"] == start, where
-            if window:
-                assert pagination["last_index"] == start + len(window) - 1, where
-            else:
-                assert pagination.get("last_index") is None, where
+            # The original app's rule: an empty page's last_index is its start_index.
+            assert pagination["last_index"] == start + max(len(window) - 1, 0), where
             cursor = pagination["next_cursor"]
             assert (cursor is not None) == (start + per_page < size), (where, pagination)
             if cursor is not None:
                 after = await self.read_feed(person, cursor=cursor, per_page=per_page)
-                self.assert_page(after, expected[start + per_page :], per_page, f"{where}, then its cursor")
+                self.assert_page(
+                    after, expected[start + per_page :], per_page, f"{where}, then its cursor", first=False
+                )
 
     async def check_everything(self) -> None:
         feeds = [self.feed(person) for person in range(len(self.people))]

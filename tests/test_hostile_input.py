@@ -28,7 +28,7 @@ async def test_oversized_streamed_body_is_refused(client: httpx.AsyncClient) -> 
             yield b" " * (MAX_BODY_BYTES // 4)
 
     response = await client.post("/users", content=chunks(), headers=JSON)
-    assert_error(response, 422, "validation_error")
+    assert_error(response, 413, "payload_too_large")
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from datetime import UTC, timedelta
 
 from tests.support.api import Api
 from tests.support.envelope import assert_error
+from tests.support.nights import logged
 from tests.support.times import ago, iso
 
 
@@ -190,3 +191,25 @@ async def test_deleting_the_open_record_allows_a_new_clock_in(api: Api) -> None:
         await api.client.post("/sleep_records/clock_out", headers=alice.headers), 400, "not_clocked_in"
     )
     assert (await api.client.post("/sleep_records/clock_in", headers=alice.headers)).status_code == 201
+
+
+async def test_clock_in_still_follows_the_latest_record_after_an_earlier_night_is_logged(api: Api) -> None:
+    alice = await api.register()
+    wednesday = ago(days=1)
+    await api.sleep(alice, iso(wednesday), iso(wednesday + timedelta(hours=8)))
+    tuesday = wednesday - timedelta(days=1)
+    await logged(api.client, alice, tuesday, tuesday + timedelta(hours=7))
+    # Between the two nights, but before the latest one ends: clocking in there is still refused.
+    between = await api.client.post(
+        "/sleep_records/clock_in",
+        json={"clocked_in_at": iso(tuesday + timedelta(hours=12))},
+        headers=alice.headers,
+    )
+    error = assert_error(between, 422, "validation_error")
+    assert f"which ends at {iso(wednesday + timedelta(hours=8))};" in error["message"]
+    after = await api.client.post(
+        "/sleep_records/clock_in",
+        json={"clocked_in_at": iso(wednesday + timedelta(hours=8))},
+        headers=alice.headers,
+    )
+    assert after.status_code == 201, after.text

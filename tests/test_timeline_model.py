@@ -1,10 +1,12 @@
 """The Redis timeline against the SQL feed, driven by random programs of API calls (issue 3's equivalence).
 
 Hypothesis writes programs of register / follow / unfollow / clock-in / clock-out (back-dated over the last
-8 days, so some records fall outside the 7-day window) / delete calls on 5-8 users, biased towards a few
+8 days, so some records fall outside the 7-day window) / logged nights (anywhere in those days, often before
+the user's later records; refused when they overlap one) / delete calls on 5-8 users, biased towards a few
 "stars" so that users cross the celebrity threshold (3 in the tests) and fall back below it: ``Crowd`` makes
 several users follow one star, ``Desert`` makes its followers leave until a few remain. A star that drops to
-two followers and then clocks out takes the former-celebrity backfill path of ``Fanout.sleep_completed``.
+two followers and then clocks out (or logs a night) takes the former-celebrity backfill path of
+``Fanout.sleep_completed``.
 
 Every write goes through the timeline app (``timeline_api``); the SQL app (``api``, same database) is the
 truth.
@@ -57,11 +59,13 @@ MAX_EXAMPLES = 12
 
 @dataclass(frozen=True)
 class Sleep:
-    """A night: clock in ``ago`` ms before now (or right after the actor's last record), clock out later."""
+    """A night: clock in ``ago`` ms before now (or right after the actor's last record), clock out later;
+    or, ``logged``, the night ``ago`` ms ago sent whole to POST /sleep_records, wherever it falls."""
 
     actor: int
     ago: int
     duration: int
+    logged: bool = False
 
 
 @dataclass(frozen=True)
@@ -200,10 +204,14 @@ def fame(draw: st.DrawFn) -> tuple[Op, ...]:
     """A star's rise and fall: followed past the threshold, sleeps, deserted (to 3 at most), sleeps again."""
     star = draw(stars)
     settle = st.booleans()
-    rise: list[Op] = [Crowd(star, 4, draw(users), draw(settle)), Sleep(star, draw(agos), draw(durations))]
+    logged = st.integers(0, 2).map(lambda pick: pick == 0)
+    rise: list[Op] = [
+        Crowd(star, 4, draw(users), draw(settle)),
+        Sleep(star, draw(agos), draw(durations), draw(logged)),
+    ]
     fall: list[Op] = [
         Desert(star, draw(st.integers(0, 3)), draw(settle)),
-        Sleep(star, draw(agos), draw(durations)),
+        Sleep(star, draw(agos), draw(durations), draw(logged)),
     ]
     pause = [Drain()] if draw(st.booleans()) else []
     return (*rise, *pause, *fall)
@@ -220,7 +228,7 @@ def operations(draw: st.DrawFn) -> tuple[Op, ...]:
 @st.composite
 def single_operations(draw: st.DrawFn, kind: str) -> Op:
     if kind == "sleep":
-        return Sleep(draw(st.one_of(stars, users)), draw(agos), draw(durations))
+        return Sleep(draw(st.one_of(stars, users)), draw(agos), draw(durations), draw(st.integers(0, 2)) == 0)
     if kind == "clock_in":
         return ClockIn(draw(users), draw(agos))
     if kind == "clock_out":
@@ -356,13 +364,15 @@ class Runner:
 
     # -- sleep --
 
+    def off_the_edge(self, at: int) -> int:
+        """A clock-in too close to the 7-day boundary, moved a little later."""
+        boundary = self.now - WINDOW
+        return boundary + MARGIN + 1 if abs(at - boundary) <= MARGIN else at
+
     def clock_in_time(self, person: Person, ago: int) -> int | None:
         """``ago`` before now, or right when the person's last record ends if that is later (touching is
         allowed); moved off the 7-day boundary; None when no valid time is left before now."""
-        at = max(self.now - ago, person.last_end() or 0)
-        boundary = self.now - WINDOW
-        if abs(at - boundary) <= MARGIN:
-            at = boundary + MARGIN + 1
+        at = self.off_the_edge(max(self.now - ago, person.last_end() or 0))
         return at if at <= self.now - 2 * SECOND else None
 
     async def start(self, actor: int, ago: int) -> bool:
@@ -397,9 +407,30 @@ class Runner:
         event(f"clock-out by a user with {min(followers, 4)}{'+' if followers >= 4 else ''} followers")
         note(f"  user {actor} ({followers} followers) clocks out record {opened.id}, {data['duration']} s")
 
+    async def log(self, actor: int, ago: int, duration: int) -> None:
+        """A logged night, refused when it overlaps one of the person's records (an open one runs on)."""
+        person = self.people[actor]
+        start = self.off_the_edge(self.now - ago)
+        end = min(start + duration, self.now - SECOND)
+        if end <= start:
+            return
+        body = {"clocked_in_at": iso(start), "clocked_out_at": iso(end)}
+        response = await self.http.post("/sleep_records", json=body, headers=person.member.headers)
+        if any(r.start < end and (r.end is None or r.end > start) for r in person.records):
+            expect(response, 422)
+            note(f"  user {actor} cannot log {iso(start)} to {iso(end)}: it overlaps a record")
+            return
+        data = expect(response, 201)
+        person.records.append(Record(data["id"], start, end))
+        followers = len(self.followers(actor))
+        event(f"a logged night by a user with {min(followers, 4)}{'+' if followers >= 4 else ''} followers")
+        note(f"  user {actor} ({followers} followers) logs record {data['id']}, {iso(start)} to {iso(end)}")
+
     async def sleep(self, op: Sleep) -> None:
         actor = self.who(op.actor)
-        if await self.start(actor, op.ago):
+        if op.logged:
+            await self.log(actor, op.ago, op.duration)
+        elif await self.start(actor, op.ago):
             await self.finish(actor, op.duration)
 
     async def clock_in(self, op: ClockIn) -> None:

@@ -1,13 +1,19 @@
-"""Swagger UI at /api-docs, its assets served by the app itself (no CDN, works offline), under a CSP."""
+"""Swagger UI at /api-docs, its assets served by the app itself (no CDN, works offline), under a CSP.
+
+The original app's addresses keep working too: the UI at /api-docs/index.html, and the OpenAPI document as
+YAML at /api-docs/v1/swagger.yaml (the same document /openapi.json serves).
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import re
+from functools import cache
 from importlib import resources
 
-from fastapi import FastAPI
+import yaml
+from fastapi import FastAPI, Response
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -16,6 +22,11 @@ from fastapi.staticfiles import StaticFiles
 SWAGGER_UI_FILES = resources.files("fastapi_swagger.resources")
 DOCS_PATH = "/api-docs"
 DOCS_ASSETS = f"{DOCS_PATH}/assets"
+# Where the original app served its Swagger UI and its document.
+LEGACY_DOCS_PATH = f"{DOCS_PATH}/index.html"
+LEGACY_YAML_PATH = f"{DOCS_PATH}/v1/swagger.yaml"
+# libyaml's emitter when PyYAML was built with it: the document is large, and the pure-Python one is slow.
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
 
 
@@ -57,5 +68,16 @@ def mount_docs(app: FastAPI) -> None:
     policy = content_security_policy(html)
 
     @app.get(DOCS_PATH, include_in_schema=False)
+    @app.get(LEGACY_DOCS_PATH, include_in_schema=False)
     async def api_docs() -> HTMLResponse:
         return HTMLResponse(html, headers={"Content-Security-Policy": policy})
+
+    @cache
+    def openapi_yaml() -> bytes:
+        # Built on first request, like /openapi.json: by then every route is registered.
+        document = yaml.dump(app.openapi(), Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True)
+        return document.encode()
+
+    @app.get(LEGACY_YAML_PATH, include_in_schema=False)
+    async def swagger_yaml() -> Response:
+        return Response(openapi_yaml(), media_type="application/yaml")

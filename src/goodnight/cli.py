@@ -39,14 +39,25 @@ def serve(
     settings.resolved_jwt_secret()
     if migrate:
         _migrate(settings)
+    from goodnight.edge.protocol import KEEP_ALIVE_TIMEOUT_SECONDS, GuardedHttpToolsProtocol
+
+    # Always our protocol, never what uvicorn's "auto" finds installed: it carries the limits on request
+    # heads. By name, not as a class: uvicorn pickles its config into each worker, and unpickling a class
+    # imports the app's modules before the worker can answer the supervisor's health check.
+    protocol = f"{GuardedHttpToolsProtocol.__module__}:{GuardedHttpToolsProtocol.__qualname__}"
     uvicorn.run(
         "goodnight.main:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
+        http=protocol,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT_SECONDS,
+        # A new worker re-imports this CLI before it can answer the supervisor's health check: seconds on a
+        # busy machine, where uvicorn's default of 5 s kills every worker before it starts, again and again.
+        timeout_worker_healthcheck=30,
         access_log=False,
-        proxy_headers=True,
+        proxy_headers=False,  # X-Forwarded-For is believed only from GOODNIGHT_TRUSTED_PROXIES
         server_header=False,
     )
 

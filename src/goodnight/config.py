@@ -14,6 +14,9 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from goodnight.ratelimit.client_ip import parse_networks
+from goodnight.ratelimit.policies import parse_limits
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///goodnight.db"
 MIN_SECRET_LENGTH = 32
 # Values people paste from examples. A production deployment using one of them is worse than no secret.
@@ -78,7 +81,7 @@ class Settings(BaseSettings):
     # A request waiting longer than this to start its password hash is refused with 503.
     hash_wait_seconds: float = Field(default=2.0, gt=0)
     # Requests one process works on at once; beyond it, 503 at once instead of a queue.
-    max_requests_in_flight: int = Field(default=256, ge=1)
+    max_requests_in_flight: int = Field(default=64, ge=1)
     # Origins (exact, comma-separated) whose browser apps may call the API. Empty: none.
     cors_origins: str = ""
 
@@ -91,6 +94,25 @@ class Settings(BaseSettings):
                     '(generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(48))")'
                 )
             check_secret_strength(self.jwt_secret.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limits_parse(self) -> Settings:
+        """A limit or proxy that does not parse stops the start-up: a typo must not switch a limit off."""
+        for name, text in self.rate_limit_policies.items():
+            try:
+                parse_limits(text)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"GOODNIGHT_RATE_LIMIT_{name.upper()}={text!r} is not a rate limit ({exc}); "
+                    "write it like '5/minute' or '10/15 minutes', several separated by ';'"
+                ) from None
+        try:
+            parse_networks(self.trusted_proxy_list)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"GOODNIGHT_TRUSTED_PROXIES: {exc}; list IP addresses or CIDR networks separated by commas"
+            ) from None
         return self
 
     @property

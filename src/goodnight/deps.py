@@ -12,11 +12,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.auth.passwords import Passwords
-from goodnight.auth.tokens import Tokens
+from goodnight.auth.revocation_feed import RevocationFeed
+from goodnight.auth.tokens import TokenClaims, Tokens
 from goodnight.config import Settings
 from goodnight.db import Database, session_scope
 from goodnight.errors import Unauthorized
 from goodnight.jobs.events import DISABLED, Events
+from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.timeline.runtime import Timeline
 
 
@@ -28,6 +30,8 @@ class Services:
     database: Database
     passwords: Passwords
     tokens: Tokens
+    revocations: RevocationFeed
+    rate_limiter: RateLimiter
     events: Events = DISABLED
     timeline: Timeline | None = None
 
@@ -69,20 +73,30 @@ WriteSessionDep = Annotated[AsyncSession, Depends(_write_session, scope="functio
 _bearer = HTTPBearer(auto_error=False, description="A token from POST /api/v1/auth/login")
 
 
-def _user_id(request: Request, credentials: HTTPAuthorizationCredentials | None) -> uuid.UUID:
+def _claims(request: Request, credentials: HTTPAuthorizationCredentials | None) -> TokenClaims:
     if credentials is None:
         raise Unauthorized()
     # Services straight from the app, not through ServicesDep: every dependency costs on every request.
     services: Services = request.app.state.services
-    user_id = services.tokens.verify(credentials.credentials)
-    request.state.user_id = str(user_id)
-    return user_id
+    claims = services.tokens.verify_claims(credentials.credentials)
+    request.state.user_id = str(claims.user_id)
+    return claims
+
+
+def _user_id(request: Request, credentials: HTTPAuthorizationCredentials | None) -> uuid.UUID:
+    return _claims(request, credentials).user_id
 
 
 async def current_user_id(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> uuid.UUID:
     return _user_id(request, credentials)
+
+
+async def current_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> TokenClaims:
+    return _claims(request, credentials)
 
 
 async def _bearer_user_id(request: Request) -> uuid.UUID:
@@ -96,5 +110,7 @@ async def _bearer_user_id(request: Request) -> uuid.UUID:
 BearerUserId = Annotated[uuid.UUID, Depends(_bearer_user_id)]
 BEARER_SECURITY: dict[str, Any] = {"security": [{_bearer.scheme_name: []}]}
 CurrentUserId = Annotated[uuid.UUID, Depends(current_user_id)]
+# The verified token itself, for the routes that act on it (logout).
+CurrentToken = Annotated[TokenClaims, Depends(current_token)]
 # Routers built with these dependencies require a bearer token on every route they hold.
 AUTHENTICATED = [Depends(current_user_id)]

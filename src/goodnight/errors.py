@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from goodnight.db import is_database_unavailable
 
@@ -143,6 +144,12 @@ def render_error(request: Request, status: int, code: str, message: str, details
     return Response(content, status_code=status, headers=headers, media_type="application/json")
 
 
+async def send_error(scope: Scope, receive: Receive, send: Send, error: GoodnightError) -> None:
+    """Answer with ``error`` from ASGI middleware, which runs outside FastAPI's exception handlers."""
+    response = await _goodnight_error(Request(scope, receive), error)
+    await response(scope, receive, send)
+
+
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -212,7 +219,9 @@ DATABASE_RETRY_AFTER_SECONDS = 2
 
 async def _database_error(request: Request, exc: Exception) -> Response:
     if not is_database_unavailable(exc):
-        return await _unexpected_error(request, exc)
+        # A bug, not an outage: the request boundary (``RequestContextMiddleware``) logs it once and
+        # answers 500, like any other unexpected error.
+        raise exc
     logger.warning(
         "database unavailable: %s", type(exc).__name__, extra={"request_id": request_id_of(request)}
     )
@@ -221,6 +230,8 @@ async def _database_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """A last resort: ``RequestContextMiddleware`` answers unexpected errors, so only a failure in that
+    middleware, or in one around it, gets here."""
     logger.exception("unhandled error", extra={"request_id": request_id_of(request)})
     return render_error(request, 500, "internal_error", GoodnightError.default_message)
 

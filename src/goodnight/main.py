@@ -6,22 +6,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
 
 from goodnight import __version__, health
 from goodnight.api_docs import mount_docs
 from goodnight.auth.passwords import Passwords
+from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.auth.router import router as auth_router
 from goodnight.auth.tokens import Tokens
 from goodnight.config import Settings, get_settings
 from goodnight.db import Database
 from goodnight.deps import Services
 from goodnight.edge.headers import CorsMiddleware, SecurityHeadersMiddleware
+from goodnight.edge.inflight import InFlightCap
 from goodnight.errors import install_error_handlers
 from goodnight.feed.router import router as feed_router
 from goodnight.jobs.events import Events
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
+from goodnight.ratelimit.limiter import RateLimiter
+from goodnight.ratelimit.middleware import RateLimitMiddleware
 from goodnight.sleep.router import router as sleep_router
+from goodnight.sleep.router import summary_router as sleep_summary_router
 from goodnight.socials.router import router as socials_router
 from goodnight.timeline.runtime import Timeline
 from goodnight.users.router import public_router as users_public_router
@@ -32,11 +38,14 @@ API_PREFIX = "/api/v1"
 
 def build_services(settings: Settings) -> Services:
     database = Database(settings)
+    revocations = RevocationFeed(settings)
     services = Services(
         settings=settings,
         database=database,
         passwords=Passwords(settings),
-        tokens=Tokens(settings.resolved_jwt_secret(), settings.jwt_ttl_seconds),
+        tokens=Tokens(settings.resolved_jwt_secret(), settings.jwt_ttl_seconds, revocations.revoked),
+        revocations=revocations,
+        rate_limiter=RateLimiter.build(settings),
     )
     if settings.redis_url:
         timeline = Timeline.build(settings, database)
@@ -54,6 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        # Before serving: a process must know every revocation in force before it accepts a token.
+        await services.revocations.start()
         if services.timeline is not None and settings.embedded_worker:
             services.timeline.start_worker()
         try:
@@ -61,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             if services.timeline is not None:
                 await services.timeline.close()
+            await services.revocations.close()
+            await services.rate_limiter.close()
             await services.database.dispose()
 
     app = FastAPI(
@@ -85,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(users_router)
     api.include_router(socials_router)
     api.include_router(sleep_router)
+    api.include_router(sleep_summary_router)
     app.include_router(api)
     mount_docs(app)
     return app
@@ -97,7 +111,12 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     the access log and the body limit see every request; CORS answers preflights; then the in-flight cap
     refuses overload before any work is done; then rate limits; then the routes.
     """
-    # (innermost) rate limits, then the in-flight cap, are added here.
+    # Health probes are never refused: an orchestrator that sees a busy process fail its probes restarts it
+    # or takes it out of rotation, which moves its load onto the others and spreads the overload.
+    probes = [API_PREFIX + route.path for route in health.router.routes if isinstance(route, APIRoute)]
+    if settings.rate_limits:
+        app.add_middleware(RateLimitMiddleware, api_prefix=API_PREFIX, exempt_paths=probes)
+    app.add_middleware(InFlightCap, limit=settings.max_requests_in_flight, exempt_paths=probes)
     if settings.cors_origin_list:
         app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
     app.add_middleware(RequestContextMiddleware)

@@ -1,4 +1,10 @@
-"""Request ids and the per-request log line, as plain ASGI middleware (no per-request task or body copy)."""
+"""Request ids, the per-request log line and the request boundary, as plain ASGI middleware (no per-request
+task or body copy).
+
+The boundary: whatever escapes the app is answered here with the 500 envelope and logged once, on the
+request's own log line, instead of reaching Starlette's ServerErrorMiddleware, which re-raises after
+answering; uvicorn would then log a second, plain-text traceback and close the keep-alive connection.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,10 @@ import re
 import time
 
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from goodnight.errors import envelope
+from goodnight.errors import GoodnightError, send_error
 from goodnight.kit.ids import new_id
 
 logger = logging.getLogger("goodnight.access")
@@ -17,8 +24,21 @@ logger = logging.getLogger("goodnight.access")
 MAX_BODY_BYTES = 64 * 1024
 
 
-class BodyTooLarge(Exception):
-    """A body sent without Content-Length grew past the limit while streaming in."""
+class PayloadTooLarge(GoodnightError):
+    status_code = 413
+    code = "payload_too_large"
+    default_message = f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
+
+
+class BodyTooLarge(HTTPException):
+    """A body sent without Content-Length grew past the limit while streaming in.
+
+    An ``HTTPException`` because FastAPI re-raises those from reading a body (anything else becomes a 400
+    "error parsing the body"); the error handlers then answer 413 ``payload_too_large``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(PayloadTooLarge.status_code, PayloadTooLarge.default_message)
 
 
 # Echo a client's request id only if it is short and plain, so it cannot inject into logs or headers.
@@ -57,19 +77,6 @@ def _limited(receive: Receive) -> Receive:
     return receive_within_limit
 
 
-async def _payload_too_large(send: Send, request_id: str) -> None:
-    message = f"Request bodies are limited to {MAX_BODY_BYTES} bytes."
-    body = envelope("payload_too_large", message, request_id)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -82,7 +89,8 @@ class RequestContextMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         started = time.perf_counter()
-        status = 500
+        status: int | None = None
+        failure: Exception | None = None
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
@@ -94,17 +102,24 @@ class RequestContextMiddleware:
 
         try:
             if _declared_length(scope) > MAX_BODY_BYTES:
-                await _payload_too_large(send_with_request_id, request_id)
+                await send_error(scope, receive, send_with_request_id, PayloadTooLarge())
             else:
                 await self.app(scope, _limited(receive), send_with_request_id)
+        except Exception as exc:
+            failure = exc
+            # Once the response has started there is nothing left to say; uvicorn closes the connection.
+            if status is None:
+                await send_error(scope, receive, send_with_request_id, GoodnightError())
         finally:
             # Path only, never the query string or headers: tokens and passwords must not reach the logs.
-            logger.info(
-                "request",
+            logger.log(
+                logging.INFO if failure is None else logging.ERROR,
+                "request" if failure is None else "request failed",
+                exc_info=failure,
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
-                    "status": status,
+                    "status": 500 if status is None else status,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                     "request_id": request_id,
                     "user_id": state.get("user_id"),

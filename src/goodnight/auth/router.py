@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 
 from goodnight.auth import service
 from goodnight.auth.schemas import LoginRequest, LoginResponse
-from goodnight.deps import ServicesDep
+from goodnight.deps import CurrentToken, ServicesDep, WriteSessionDep
 from goodnight.errors import error_responses
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -14,6 +14,20 @@ router = APIRouter(prefix="/auth", tags=["auth"])
 async def login(data: LoginRequest, services: ServicesDep) -> LoginResponse:
     """Exchange a username and password for a bearer token."""
     issued = await service.login(
-        services.database, services.passwords, services.tokens, data.username, data.password
+        services.database,
+        services.passwords,
+        services.tokens,
+        services.rate_limiter,
+        data.username,
+        data.password,
     )
-    return LoginResponse(token=issued.token, expires_in=issued.expires_in, message="Logged in.")
+    return LoginResponse(token=issued.token, expires_in=issued.expires_in, message="Login successful")
+
+
+@router.post(
+    "/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=error_responses(401)
+)
+async def logout(token: CurrentToken, session: WriteSessionDep, services: ServicesDep) -> Response:
+    """Revoke the token this request carries: every server refuses it (401) within a second."""
+    services.revocations.revoke_token(session, token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -13,6 +13,8 @@ from goodnight.auth.passwords import Passwords
 from goodnight.auth.tokens import IssuedToken, Tokens
 from goodnight.db import Database
 from goodnight.errors import Unauthorized
+from goodnight.kit.ids import new_id
+from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.users import repository as users
 from goodnight.users.schemas import USERNAME_PATTERN
 
@@ -25,19 +27,37 @@ class InvalidCredentials(Unauthorized):
 
 
 async def login(
-    database: Database, passwords: Passwords, tokens: Tokens, username: str, password: str
+    database: Database,
+    passwords: Passwords,
+    tokens: Tokens,
+    limiter: RateLimiter,
+    username: str,
+    password: str,
 ) -> IssuedToken:
-    """A token for the user, or ``InvalidCredentials`` (the same answer for an unknown name)."""
+    """A token for the user, or ``InvalidCredentials`` (the same answer for an unknown name).
+
+    A username with too many failed attempts is refused with ``RateLimited`` before anything else, so it
+    costs no hash; a success clears its count.
+    """
+    await limiter.start_login_attempt(username)
     password_hash = None
     user_id = None
-    # Only names that could have been registered reach the database: no NULs or odd collation matches.
-    if USERNAME_RE.fullmatch(username) is not None:
-        async with database.reader() as session:
-            user = await users.get_by_username(session, username)
-            if user is not None:
-                user_id, password_hash = user.id, user.password_hash
-    # Always run one Argon2 verification, so an unknown user takes as long as a wrong password.
-    valid = await passwords.verify(password_hash, password)
+    token_id = None
+    # The hashing slot first: a login refused because hashing is saturated has cost no query, and a flood
+    # of logins reads the database no faster than it can hash.
+    async with passwords.slot() as hashing:
+        # Only names that could have been registered reach the database: no NULs or odd collation matches.
+        if USERNAME_RE.fullmatch(username) is not None:
+            async with database.reader() as session:
+                user = await users.get_by_username(session, username)
+                # The token is dated now, when the hash is read, not after the check: a password change
+                # that commits while this login hashes revokes what was issued before it, this one too.
+                token_id = new_id()
+                if user is not None:
+                    user_id, password_hash = user.id, user.password_hash
+        # Always run one Argon2 verification, so an unknown user takes as long as a wrong password.
+        valid = await hashing.verify(password_hash, password)
     if user_id is None or not valid:
         raise InvalidCredentials()
-    return tokens.issue(user_id)
+    await limiter.login_succeeded(username)
+    return tokens.issue(user_id, token_id)

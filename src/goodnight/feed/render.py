@@ -11,10 +11,10 @@ import struct
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from goodnight.feed.humanize import humanize_duration
 from goodnight.feed.repository import FeedRow
 from goodnight.feed.schemas import FeedItem, FeedPagination
 from goodnight.kit.clock import to_utc
+from goodnight.kit.humanize import humanize_duration
 from goodnight.users.schemas import UserSummary
 
 # A stored rendering starts with the clock-in time (epoch milliseconds), so a reader can apply the window's
@@ -63,7 +63,7 @@ def parse_rendering(raw: bytes) -> tuple[int, bytes]:
 
 
 def render_page(items: list[bytes], pagination: FeedPagination) -> bytes:
-    """The ``FeedPage`` document; the legacy offset fields appear only when they were set."""
+    """The ``FeedPage`` document; the offset fields appear only when set (on pages asked without a cursor)."""
     return b'{"data":[%b],"pagination":%b}' % (
         b",".join(items),
         pagination.model_dump_json(exclude_unset=True).encode(),

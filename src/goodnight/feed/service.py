@@ -3,6 +3,9 @@
 Pagination is a keyset on ``(duration, id)``. The cursor also carries the window's start, so every page of one
 scroll uses the same week: records added mid-scroll land either before the cursor (not shown) or after it
 (shown once), and nothing is ever repeated or skipped.
+
+Clients of the original app page by offset instead (``start_index``, then ``last_index + 1``). Their first
+page is the cursor scroll's first page, served the same way; only a later offset page needs SQL's OFFSET.
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ async def followings_feed(
     start_index: int | None,
     timeline: TimelineReader | None = None,
 ) -> bytes:
-    """The page's JSON document (``FeedPage``)."""
+    """The page's JSON document (``FeedPage``).
+
+    Without a cursor the page is the original app's offset page from ``start_index`` (default 0), and says
+    so in ``start_index`` and ``last_index``; its ``next_cursor`` carries on from its last item all the same.
+    """
     if cursor is not None and start_index is not None:
         raise ValidationFailed("Pass either cursor or start_index, not both.", details={"field": "cursor"})
     now = utcnow()
@@ -67,18 +74,23 @@ async def followings_feed(
     if cursor is not None:
         position = FeedCursor.decode(cursor, now)
         since, after = position.since, (position.duration, position.record_id)
+    offset = start_index or 0
     items = None
-    if timeline is not None and start_index is None:
-        # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer).
+    if timeline is not None and offset == 0:
+        # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer). It
+        # seeks by cursor only: a later offset page is SQL's.
         items = await timeline.page(PageRequest(user_id, since, per_page + 1, after))
     if items is None:
-        items = await _from_sql(database, user_id, since, per_page + 1, after, start_index or 0)
+        items = await _from_sql(database, user_id, since, per_page + 1, after, offset)
     page, more = split_page(items, per_page)
     next_cursor = FeedCursor(*keys.parse_member(page[-1].position), since).encode() if more else None
-    pagination = FeedPagination(per_page=per_page, next_cursor=next_cursor)
-    if start_index is not None:
-        pagination.start_index = start_index
-        pagination.last_index = start_index + len(page) - 1 if page else None
+    if cursor is None:
+        last_index = offset + len(page) - 1 if page else offset
+        pagination = FeedPagination(
+            start_index=offset, per_page=per_page, last_index=last_index, next_cursor=next_cursor
+        )
+    else:
+        pagination = FeedPagination(per_page=per_page, next_cursor=next_cursor)
     return render_page([entry.item for entry in page], pagination)
 
 

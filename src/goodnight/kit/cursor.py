@@ -22,7 +22,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Timestamps travel as integer microseconds since the epoch; anything past this is no time we ever wrote.
 _LATEST_MICROS = (datetime(9000, 1, 1, tzinfo=UTC) - _EPOCH) // timedelta(microseconds=1)
 
-CursorPart = int | uuid.UUID | datetime
+CursorPart = int | str | uuid.UUID | datetime
+
+
+class MalformedCursor(ValidationFailed):
+    default_message = "The cursor is malformed; pass back the next_cursor value exactly as received."
+
+    def __init__(self) -> None:
+        super().__init__(details={"field": "cursor"})
 
 
 def encode_cursor(*parts: CursorPart) -> str:
@@ -49,10 +56,7 @@ def decode_cursor(token: str, shape: tuple[type[CursorPart], ...]) -> tuple[Any,
             raise ValueError("wrong shape")
         return tuple(_coerce(part, kind) for part, kind in zip(parts, shape, strict=True))
     except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
-        raise ValidationFailed(
-            "The cursor is malformed; pass back the next_cursor value exactly as received.",
-            details={"field": "cursor"},
-        ) from exc
+        raise MalformedCursor() from exc
 
 
 def _coerce(part: object, kind: type[CursorPart]) -> CursorPart:
@@ -60,6 +64,10 @@ def _coerce(part: object, kind: type[CursorPart]) -> CursorPart:
         if not isinstance(part, str) or len(part) != 32:
             raise ValueError("bad id")
         return uuid.UUID(hex=part)
+    if kind is str:
+        if not isinstance(part, str):
+            raise ValueError("bad text")
+        return part
     # bool is an int subclass; a cursor never holds one. Bounds keep values inside every database's BIGINT.
     if not isinstance(part, int) or isinstance(part, bool) or not -(2**62) < part < 2**62:
         raise ValueError("bad integer")

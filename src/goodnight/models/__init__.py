@@ -3,6 +3,7 @@
 from goodnight.models.follow import Follow
 from goodnight.models.outbox import OutboxEvent
 from goodnight.models.sleep_record import SleepRecord
+from goodnight.models.token_revocation import TokenRevocation
 from goodnight.models.user import User
 
-__all__ = ["Follow", "OutboxEvent", "SleepRecord", "User"]
+__all__ = ["Follow", "OutboxEvent", "SleepRecord", "TokenRevocation", "User"]

@@ -10,6 +10,17 @@ from goodnight.db import Base
 from goodnight.kit.clock import utcnow
 from goodnight.kit.ids import new_id
 
+# Byte order on every backend: SQLite's default BINARY collation, PostgreSQL's "C", MariaDB's utf8mb4_bin.
+# Keys hold only [a-z0-9_], so under byte order the names starting with a prefix are exactly one range
+# [prefix, prefix with its last character incremented), which the unique index answers as a range seek. A
+# linguistic collation breaks that: utf8mb4_unicode_ci sorts "_" before digits and digits before letters,
+# and glibc locales skip "_" altogether, so no pair of bounds would hold exactly the names with a prefix.
+USERNAME_KEY = (
+    sa.String(30)
+    .with_variant(sa.String(30, collation="C"), "postgresql")
+    .with_variant(sa.String(30, collation="utf8mb4_bin"), "mysql", "mariadb")
+)
+
 
 class User(Base):
     __tablename__ = "users"
@@ -17,8 +28,8 @@ class User(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     username: Mapped[str] = mapped_column(sa.String(30))
     # Lower-cased copy with the unique index: usernames are unique case-insensitively on every backend,
-    # whatever the column collation.
-    username_key: Mapped[str] = mapped_column(sa.String(30), unique=True)
+    # and people are found by a prefix of it.
+    username_key: Mapped[str] = mapped_column(USERNAME_KEY, unique=True)
     name: Mapped[str | None] = mapped_column(sa.String(60))
     password_hash: Mapped[str] = mapped_column(sa.String(255))
     followers_count: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")

@@ -146,8 +146,8 @@ class TimelineBuilder:
         return int(found or 0)
 
     async def store_renderings(self, on_chunk: Callable[[int], None] | None = None) -> None:
-        """Every completed record in the window gets its stored feed item (``gn:r:<record>``), as fanout
-        would have written it: timelines hold only members, pages are assembled from these."""
+        """Every completed record in the window gets its stored feed item (``gn:r<version>:<record>``), as
+        fanout would have written it: timelines hold only members, pages are assembled from these."""
         self.stats.redis_memory_before = await used_memory(self.redis)
         query = repository.window_records_query(utcnow() - WINDOW).execution_options(
             yield_per=RENDERINGS_CHUNK

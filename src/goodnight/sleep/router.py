@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
 
 from goodnight.deps import AUTHENTICATED, CurrentUserId, EventsDep, SessionDep, WriteSessionDep
 from goodnight.errors import error_responses
-from goodnight.kit.clock import format_utc
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor, Limit, Page, Pagination
 from goodnight.models import SleepRecord
 from goodnight.sleep import service
@@ -13,10 +14,14 @@ from goodnight.sleep.schemas import (
     ClockInResponse,
     ClockOutRequest,
     ClockOutResponse,
+    SleepRecordCreate,
     SleepRecordOut,
+    SleepSummary,
 )
 
 router = APIRouter(prefix="/sleep_records", tags=["sleep records"], dependencies=AUTHENTICATED)
+# A user's summary lives under /users/{user_id}, beside their followers and followings.
+summary_router = APIRouter(prefix="/users", tags=["sleep records"], dependencies=AUTHENTICATED)
 
 
 def _out(record: SleepRecord) -> SleepRecordOut:
@@ -36,7 +41,7 @@ async def clock_in(
     record = await service.clock_in(session, me, data.clocked_in_at if data else None)
     recent, _ = await service.history(session, me, limit=service.HISTORY_PREVIEW)
     return ClockInResponse(
-        message=f"Clocked in at {format_utc(record.clocked_in_at)}.",
+        message="Clock in successful",
         sleep_record_id=record.id,
         sleep_record=_out(record),
         sleep_records=[_out(item) for item in recent],
@@ -50,9 +55,21 @@ async def clock_out(
     """Wake up: close the open sleep record, now or at `clocked_out_at`."""
     record = await service.clock_out(session, events, me, data.clocked_out_at if data else None)
     duration = record.duration_s or 0
-    return ClockOutResponse(
-        message=f"Clocked out after {duration} seconds.", duration=duration, sleep_record=_out(record)
-    )
+    return ClockOutResponse(message="Clock out successful", duration=duration, sleep_record=_out(record))
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=SleepRecordOut,
+    responses=error_responses(401, 413),
+)
+async def log_night(
+    data: SleepRecordCreate, session: WriteSessionDep, events: EventsDep, me: CurrentUserId
+) -> SleepRecordOut:
+    """Log a forgotten night: a completed record anywhere in the last 30 days, overlapping none of yours
+    (open or closed). It reaches your followers' feeds like a clock-out."""
+    return _out(await service.log_night(session, events, me, data.clocked_in_at, data.clocked_out_at))
 
 
 @router.get("", response_model=Page[SleepRecordOut], responses=error_responses(401))
@@ -80,3 +97,17 @@ async def delete(record_id: str, session: WriteSessionDep, events: EventsDep, me
     """Delete one of your own records; it leaves every feed at once."""
     await service.delete(session, events, me, record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@summary_router.get(
+    "/{user_id}/sleep_summary", response_model=SleepSummary, responses=error_responses(401, 404)
+)
+async def sleep_summary(
+    user_id: str,
+    session: SessionDep,
+    me: CurrentUserId,
+    days: Annotated[int, Query(ge=1, le=30, description="The window in days, 1..30.")] = 7,
+) -> SleepSummary:
+    """How a user slept over the last `days` days: completed records clocked in within the window. Yours,
+    or those of someone you follow."""
+    return await service.summary(session, me, user_id, days)

@@ -18,14 +18,14 @@ router = APIRouter(tags=["socials"], dependencies=AUTHENTICATED)
     responses=error_responses(400, 401, 404, 422),
 )
 async def follow(user_id: str, session: WriteSessionDep, events: EventsDep, me: CurrentUserId) -> Message:
-    followed = await service.follow(session, events, me, user_id)
-    return Message(message=f"You now follow {followed.username}.")
+    await service.follow(session, events, me, user_id)
+    return Message(message="Successfully followed user")
 
 
 @router.post("/socials/unfollow/{user_id}", response_model=Message, responses=error_responses(401, 404, 422))
 async def unfollow(user_id: str, session: WriteSessionDep, events: EventsDep, me: CurrentUserId) -> Message:
-    unfollowed = await service.unfollow(session, events, me, user_id)
-    return Message(message=f"You no longer follow {unfollowed.username}.")
+    await service.unfollow(session, events, me, user_id)
+    return Message(message="Successfully unfollowed user")
 
 
 @router.get(

@@ -6,7 +6,7 @@ The ``{<reader>}`` hash tag puts all of a reader's keys in one Redis Cluster slo
 
 Beside the buckets, each reader has a follow-state hash ``gn:tf:{<reader>}`` (followee -> the newest follow
 version applied, see ``follow_code``); each record in a timeline has its rendered feed item in
-``gn:r:<record>``.
+``gn:r<version>:<record>``.
 
 Members are 20 bytes: the duration (4 bytes, big-endian) then the record's UUID (16 bytes), all with score 0,
 so the set's lexicographic order is exactly the feed's ``(duration, id)`` order and a cursor is a ZRANGE
@@ -63,7 +63,11 @@ def follow_state_key(reader: uuid.UUID) -> str:
     return f"{PREFIX}:tf:{{{reader.hex}}}"
 
 
-RENDERING_PREFIX = f"{PREFIX}:r:"
+# The version of the rendered item's format. Renderings are written only if missing, so a release that
+# changes what an item looks like (a field, its humanized text) bumps it: the new keys start empty, each
+# timeline rebuilds on its next read (answered from SQL meanwhile), and the old keys expire with their day.
+RENDERING_VERSION = 2
+RENDERING_PREFIX = f"{PREFIX}:r{RENDERING_VERSION}:"
 
 
 def rendering_key(record_id: uuid.UUID) -> str:

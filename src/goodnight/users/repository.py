@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.kit.clock import utcnow
-from goodnight.models import User
+from goodnight.models import Follow, User
 
 
 async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
@@ -18,6 +18,65 @@ async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def get_by_username(session: AsyncSession, username: str) -> User | None:
     return await session.scalar(sa.select(User).where(User.username_key == username.lower()))
+
+
+async def password_hash(session: AsyncSession, user_id: uuid.UUID) -> str | None:
+    return await session.scalar(sa.select(User.password_hash).where(User.id == user_id))
+
+
+async def replace_password_hash(session: AsyncSession, user_id: uuid.UUID, *, old: str, new: str) -> bool:
+    """Swap the hash only if it is still ``old``: of two changes racing from the same password, one wins."""
+    result = await session.execute(
+        sa.update(User)
+        .where(User.id == user_id, User.password_hash == old)
+        .values(password_hash=new, updated_at=utcnow())
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+# A person as a search shows them: what ``users.schemas.Person`` holds, and the key the cursor pages by.
+PersonRow = sa.Row[uuid.UUID, str, str, str | None, int, int, bool]
+
+
+async def find_by_key(session: AsyncSession, viewer: uuid.UUID, key: str) -> Sequence[PersonRow]:
+    """The user whose lower-cased name is ``key`` (none or one), with whether ``viewer`` follows them."""
+    return (await session.execute(_people(viewer).where(User.username_key == key))).all()
+
+
+async def find_by_key_range(
+    session: AsyncSession, viewer: uuid.UUID, *, lowest: str, below: str, after: str | None, limit: int
+) -> Sequence[PersonRow]:
+    """Users with ``lowest <= username_key < below`` (and past ``after``), in key order, ``limit + 1`` rows.
+
+    One range seek on the unique index of ``username_key``, whose byte order makes a prefix one range on
+    every backend (see ``models.user.USERNAME_KEY``).
+    """
+    query = (
+        _people(viewer)
+        .where(User.username_key >= lowest, User.username_key < below)
+        .order_by(User.username_key)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(User.username_key > after)
+    return (await session.execute(query)).all()
+
+
+def _people(viewer: uuid.UUID) -> sa.Select[uuid.UUID, str, str, str | None, int, int, bool]:
+    """Users, each with whether the viewer follows them: an outer join that probes the viewer's follow of
+    each row by primary key, so a page of people costs one query, not one more per person."""
+    return sa.select(
+        User.id,
+        User.username,
+        User.username_key,
+        User.name,
+        User.followers_count,
+        User.followings_count,
+        Follow.follower_id.is_not(None).label("followed_by_me"),
+    ).outerjoin(
+        Follow,
+        sa.and_(Follow.follower_id == viewer, Follow.followed_id == User.id, Follow.active.is_(True)),
+    )
 
 
 async def exists(session: AsyncSession, user_id: uuid.UUID) -> bool:

@@ -1,15 +1,29 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
 
 from goodnight.deps import AUTHENTICATED, CurrentUserId, ServicesDep, SessionDep, WriteSessionDep
 from goodnight.errors import error_responses
+from goodnight.kit.schema import DEFAULT_LIMIT, Cursor
 from goodnight.models import User
-from goodnight.users import service
-from goodnight.users.schemas import UserCreate, UserOut
+from goodnight.users import password, search, service
+from goodnight.users.schemas import USERNAME_PREFIX_PATTERN, PasswordChange, PeoplePage, UserCreate, UserOut
 
 public_router = APIRouter(prefix="/users", tags=["users"])
 router = APIRouter(prefix="/users", tags=["users"], dependencies=AUTHENTICATED)
+
+# Both forms take only what a username could contain (a 422 otherwise), so nothing odd reaches the database.
+ExactName = Annotated[
+    str | None, Query(pattern=USERNAME_PREFIX_PATTERN, description="An exact username, in any letter case.")
+]
+NamePrefix = Annotated[
+    str | None,
+    Query(
+        pattern=USERNAME_PREFIX_PATTERN, description="The start of usernames (1-30 characters), in any case."
+    ),
+]
 
 
 @public_router.post(
@@ -20,9 +34,48 @@ async def register(data: UserCreate, session: WriteSessionDep, services: Service
     return await service.register(session, services.passwords, data)
 
 
+@router.get("", response_model=PeoplePage, responses=error_responses(401))
+async def find_people(
+    session: SessionDep,
+    me: CurrentUserId,
+    username: ExactName = None,
+    q: NamePrefix = None,
+    per_page: Annotated[int, Query(ge=1, le=100, description="People per page, 1..100.")] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> PeoplePage:
+    """Find people to follow: `username` finds that one person (or nobody); `q` pages through everyone
+    whose username starts with it, in username order. Each says whether you already follow them."""
+    return await search.find_people(
+        session, me, username=username, prefix=q, per_page=per_page, cursor=cursor
+    )
+
+
 @router.get("/me", response_model=UserOut, responses=error_responses(401))
 async def me(session: SessionDep, user_id: CurrentUserId) -> User:
     return await service.get_me(session, user_id)
+
+
+@router.put(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 409),
+)
+async def change_password(
+    data: PasswordChange, session: WriteSessionDep, services: ServicesDep, user_id: CurrentUserId
+) -> Response:
+    """Change your password. Every token issued before the change, this request's included, is refused
+    by every server within a second; log in again with the new password."""
+    await password.change_password(
+        services.database,
+        session,
+        services.passwords,
+        services.revocations,
+        user_id,
+        current=data.current_password,
+        new=data.new_password,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{user_id}", response_model=UserOut, responses=error_responses(401, 404))

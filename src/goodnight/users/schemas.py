@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from pydantic import BaseModel, Field
 
@@ -8,12 +9,23 @@ from goodnight.kit.schema import Schema, Timestamp
 from goodnight.kit.text import DisplayText, UnicodeText
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,30}$"
+# What a search may ask for: any start of a name that could exist.
+USERNAME_PREFIX_PATTERN = r"^[A-Za-z0-9_]{1,30}$"
+
+NewPassword = Annotated[UnicodeText, Field(min_length=8, max_length=128)]
+# Loose, as at login: a long or odd attempt is simply a wrong password.
+GivenPassword = Annotated[UnicodeText, Field(max_length=1024)]
 
 
 class UserCreate(BaseModel):
     username: str = Field(pattern=USERNAME_PATTERN, description="3-30 letters, digits or underscores.")
-    password: UnicodeText = Field(min_length=8, max_length=128)
+    password: NewPassword
     name: DisplayText | None = Field(default=None, max_length=60)
+
+
+class PasswordChange(BaseModel):
+    current_password: GivenPassword
+    new_password: NewPassword
 
 
 class UserSummary(Schema):
@@ -26,3 +38,24 @@ class UserOut(UserSummary):
     created_at: Timestamp
     followers_count: int
     followings_count: int
+
+
+class Person(Schema):
+    """Someone found by a search, and whether the searcher follows them."""
+
+    id: uuid.UUID
+    username: str
+    name: str | None
+    followers_count: int
+    followings_count: int
+    followed_by_me: bool
+
+
+class PeoplePagination(BaseModel):
+    per_page: int
+    next_cursor: str | None
+
+
+class PeoplePage(BaseModel):
+    data: list[Person]
+    pagination: PeoplePagination
