@@ -1,6 +1,6 @@
 """Overload: a login flood and twice the admitted load against a real server (docs/operations.md).
 
-    .venv/bin/python bench/overload.py
+    scripts/uv run --frozen python bench/overload.py
 
 Runs ``goodnight serve --workers 2`` the way production does (``GOODNIGHT_ENV=production``, default Argon2
 cost, hash gate, in-flight cap and pool) on a fresh PostgreSQL database of its own, with rate limits off so

@@ -16,6 +16,7 @@ from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api
 from tests.support.apps import client_for, running, timeline_of, timeline_settings
 from tests.support.databases import BACKENDS, TestDatabase, create_database, settings_for, truncate
+from tests.support.processes import create_empty_database
 from tests.support.redis_server import RedisServer
 
 
@@ -31,6 +32,16 @@ async def app(database: TestDatabase) -> AsyncIterator[FastAPI]:
     application = create_app(settings_for(database.url))
     async with application.router.lifespan_context(application):
         yield application
+
+
+@pytest_asyncio.fixture
+async def empty_postgres() -> AsyncIterator[TestDatabase]:
+    """A new PostgreSQL database without a schema, for a real ``goodnight serve`` to migrate."""
+    created = await create_empty_database("postgresql")
+    try:
+        yield created
+    finally:
+        await created.drop()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tests.support.api import PASSWORD, Api, Member
 from tests.support.apps import client_for, running
 from tests.support.databases import TestDatabase, settings_for, truncate
 from tests.support.envelope import assert_error, assert_validation_error
+from tests.support.hashing import connections_held_while_hashing
 
 NEW_PASSWORD = "a brand new password"
 
@@ -278,19 +279,7 @@ async def test_hashing_holds_no_database_connection(
     alice = await api.register("alice")
     pool = services.database.engine.pool
     assert isinstance(pool, QueuePool)
-    checked_out: list[int] = []
-    hash_password, verify_password = HashSlot.hash, HashSlot.verify
-
-    async def hash_watched(slot: HashSlot, password: str) -> str:
-        checked_out.append(pool.checkedout())
-        return await hash_password(slot, password)
-
-    async def verify_watched(slot: HashSlot, password_hash: str | None, password: str) -> bool:
-        checked_out.append(pool.checkedout())
-        return await verify_password(slot, password_hash, password)
-
-    monkeypatch.setattr(HashSlot, "hash", hash_watched)
-    monkeypatch.setattr(HashSlot, "verify", verify_watched)
+    checked_out = connections_held_while_hashing(monkeypatch, pool)
     assert_no_content(await change_password(api, alice))
     assert checked_out == [0, 0]  # the check of the current password, the hash of the new one
 

@@ -22,12 +22,10 @@ from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.pool import QueuePool
 
-from goodnight.auth.passwords import HashSlot
 from goodnight.config import Settings
 from goodnight.deps import Services
 from goodnight.main import create_app
@@ -35,9 +33,10 @@ from tests.support.api import PASSWORD, Api, Member
 from tests.support.apps import client_for, running
 from tests.support.databases import TestDatabase, settings_for, truncate
 from tests.support.envelope import assert_error
+from tests.support.hashing import connections_held_while_hashing
 from tests.support.load import IdleTransactions, memory_kib, reset_peak_memory, worker_pids
 from tests.support.logs import app_logs, records_of
-from tests.support.processes import Server, clean_env, create_empty_database, free_port, serving
+from tests.support.processes import Server, clean_env, free_port, serving
 from tests.support.raw_http import RawConnection
 
 # A hash of about a tenth of a second with little memory: long enough that a second login always finds the
@@ -89,19 +88,7 @@ async def test_password_hashing_holds_no_database_connection(
 ) -> None:
     pool = services.database.engine.pool
     assert isinstance(pool, QueuePool)
-    checked_out: list[int] = []
-    hash_password, verify_password = HashSlot.hash, HashSlot.verify
-
-    async def hash_watched(slot: HashSlot, password: str) -> str:
-        checked_out.append(pool.checkedout())
-        return await hash_password(slot, password)
-
-    async def verify_watched(slot: HashSlot, password_hash: str | None, password: str) -> bool:
-        checked_out.append(pool.checkedout())
-        return await verify_password(slot, password_hash, password)
-
-    monkeypatch.setattr(HashSlot, "hash", hash_watched)
-    monkeypatch.setattr(HashSlot, "verify", verify_watched)
+    checked_out = connections_held_while_hashing(monkeypatch, pool)
     alice = await api.register()  # a registration, then a login
     for username in (alice.username, "nobody"):  # a wrong password, an unknown user
         failed = await api.client.post("/auth/login", json={"username": username, "password": "x" * 8})
@@ -268,15 +255,6 @@ def test_a_database_outage_is_503_on_a_kept_alive_connection(tmp_path: Path) -> 
 
 
 # --- real servers under load --------------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def empty_postgres() -> AsyncIterator[TestDatabase]:
-    database = await create_empty_database("postgresql")
-    try:
-        yield database
-    finally:
-        await database.drop()
 
 
 async def read_until(stop: asyncio.Event, http: httpx.AsyncClient, who: Member) -> list[int]:

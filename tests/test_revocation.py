@@ -36,7 +36,7 @@ from tests.support.api import PASSWORD, Api, Member
 from tests.support.apps import client_for, running
 from tests.support.databases import TestDatabase, settings_for
 from tests.support.logs import app_logs
-from tests.support.processes import Server, clean_env, create_empty_database, serving
+from tests.support.processes import Server, clean_env, serving
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker_sockets import one_client_per_worker
@@ -379,15 +379,6 @@ def login_account(http: httpx.Client, account: Account, password: str = PASSWORD
     response = http.post("/auth/login", json={"username": account.username, "password": password})
     assert response.status_code == 200, response.text
     return Account(account.id, account.username, response.json()["token"])
-
-
-@pytest_asyncio.fixture
-async def empty_postgres() -> AsyncIterator[databases.TestDatabase]:
-    database = await create_empty_database("postgresql")
-    try:
-        yield database
-    finally:
-        await database.drop()
 
 
 def test_two_workers_on_postgresql_with_redis(tmp_path: Path, empty_postgres: databases.TestDatabase) -> None:

@@ -8,7 +8,6 @@ import secrets
 import sqlite3
 import stat
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import pytest_asyncio
 
 from goodnight.migrate import head_revision
 from tests.support import databases
@@ -24,7 +22,6 @@ from tests.support.api import PASSWORD
 from tests.support.processes import (
     Server,
     clean_env,
-    create_empty_database,
     free_port,
     is_listening,
     run_cli,
@@ -135,15 +132,6 @@ def test_serve_in_an_empty_folder_uses_sqlite_and_keeps_its_secret_across_restar
 
 
 # --- PostgreSQL, several workers ---------------------------------------------------------------------------
-
-
-@pytest_asyncio.fixture
-async def empty_postgres() -> AsyncIterator[databases.TestDatabase]:
-    database = await create_empty_database("postgresql")
-    try:
-        yield database
-    finally:
-        await database.drop()
 
 
 def test_serve_migrates_postgresql_and_runs_two_workers(

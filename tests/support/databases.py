@@ -64,7 +64,7 @@ def settings_for(url: str, **overrides: object) -> Settings:
         "argon2_parallelism": 1,
         # The suite makes thousands of requests from one address; the rate limit tests switch them on.
         "rate_limits": False,
-        # Race tests send a hundred requests at once on purpose; the backpressure tests set a cap of their own.
+        # Race tests send a hundred requests at once on purpose; backpressure tests set a cap of their own.
         "max_requests_in_flight": 10_000,
     }
     values.update(overrides)
