@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import socket
 import threading
 import time
 from collections import Counter
@@ -148,6 +149,31 @@ async def test_an_exhausted_pool_is_503_service_unavailable(database: TestDataba
             assert_refused(refused, "service_unavailable")
             assert time.monotonic() - started < 10, "the wait for a connection must be bounded"
         assert (await api.client.get("/users/me", headers=alice.headers)).status_code == 200
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port that completes TCP handshakes and never says a word: a database behind a route that drops
+    packets, which no refused connection reveals."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        port: int = listener.getsockname()[1]
+        yield port
+
+
+async def test_a_database_that_never_answers_is_503_within_the_connect_timeout() -> None:
+    with silent_listener() as port:
+        url = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/goodnight"
+        async with (
+            running(settings_for(url, database_pool_timeout_seconds=0.5)) as app,
+            client_for(app) as http,
+        ):
+            started = time.monotonic()
+            refused = await http.post("/users", json={"username": "alice", "password": PASSWORD})
+            assert_refused(refused, "service_unavailable")
+            # Without a connect timeout asyncpg waits 60 s for the server's first word.
+            assert time.monotonic() - started < 20, "opening a connection must be bounded"
 
 
 # --- the in-flight cap --------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from goodnight.migrate import upgrade_to_head
 from goodnight.models import OutboxEvent
 from goodnight.timeline import catch_up, keys
 from goodnight.timeline.catch_up import RECHECK_SECONDS
-from goodnight.timeline.outage import BackgroundFailures, DatabaseAway, querying
+from goodnight.timeline.outage import DatabaseAway, background_failures, querying
 from goodnight.timeline.reader import TimelineReader
 from goodnight.timeline.runtime import Timeline
 from goodnight.timeline.store import TimelineStore
@@ -601,7 +601,7 @@ async def test_only_an_unreachable_database_is_taken_for_an_outage_on_the_read_p
 
 def test_background_failures_log_a_bug_every_time_and_an_outage_once() -> None:
     logger = logging.getLogger("goodnight.timeline")
-    failures = BackgroundFailures(logger, quiet_seconds=60)
+    failures = background_failures(logger, quiet_seconds=60)
     with app_logs() as records:
         for _ in range(3):
             failures.report(ConnectionRefusedError("connect call failed"), "rebuild failed for %s", "someone")

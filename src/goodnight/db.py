@@ -69,6 +69,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
         # ``is_database_unavailable``), instead of queueing for half a minute and failing anyway.
         options["pool_timeout"] = settings.database_pool_timeout_seconds
         options["pool_recycle"] = 1800
+        # Opening a connection is bounded the same way: a database that drops packets instead of refusing
+        # them would otherwise hold the request for the driver's default (60 s for asyncpg).
+        timeout_option = "timeout" if backend == "postgresql" else "connect_timeout"
+        options["connect_args"] = {timeout_option: settings.database_pool_timeout_seconds}
     if backend in ("mysql", "mariadb"):
         # Read committed avoids InnoDB gap locks that would make independent writers wait on each other.
         options["isolation_level"] = "READ COMMITTED"

@@ -8,9 +8,10 @@ import logging
 from datetime import timedelta
 
 from goodnight.config import Settings
-from goodnight.db import Database
+from goodnight.db import Database, is_database_unavailable
 from goodnight.jobs import outbox
 from goodnight.jobs.events import Apply
+from goodnight.kit.background import BackgroundFailures
 
 logger = logging.getLogger("goodnight.worker")
 BATCH_SIZE = 50
@@ -37,6 +38,8 @@ class Worker:
         self.poll_seconds = settings.outbox_poll_seconds
         self.batch_size = batch_size
         self._wake = asyncio.Event()
+        # While the database is down every poll fails alike: one line a minute, not five tracebacks a second.
+        self._failures = BackgroundFailures(logger, is_database_unavailable)
 
     def wake(self) -> None:
         """Work was just committed in this process: stop waiting for the next poll."""
@@ -104,8 +107,8 @@ class Worker:
         while not stop.is_set():
             try:
                 claimed = await self.drain_once()
-            except Exception:
-                logger.exception("outbox worker error; retrying shortly")
+            except Exception as exc:
+                self._failures.report(exc, "outbox worker error; retrying shortly")
                 claimed = 0
             if claimed:
                 continue

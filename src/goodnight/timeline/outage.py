@@ -9,15 +9,12 @@ trip the breaker and keep every warm feed off Redis until the database answered 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from goodnight.db import is_database_unavailable
+from goodnight.kit.background import QUIET_SECONDS, BackgroundFailures
 from goodnight.timeline.redis_client import REDIS_UNAVAILABLE
-
-# An outage fails every background attempt while it lasts; one line per this many seconds says enough.
-QUIET_SECONDS = 60.0
 
 
 class DatabaseAway(Exception):
@@ -40,28 +37,6 @@ def is_unreachable(exc: BaseException) -> bool:
     return is_database_unavailable(exc) or isinstance(exc, REDIS_UNAVAILABLE)
 
 
-class BackgroundFailures:
-    """Logs failed background work: a bug with its traceback every time; an unreachable database or Redis
-    as one warning line at most once per ``QUIET_SECONDS`` (reads keep spawning work that fails the same
-    way, and a traceback per request would bury everything else in the log)."""
-
-    def __init__(self, logger: logging.Logger, quiet_seconds: float = QUIET_SECONDS) -> None:
-        self._logger = logger
-        self._quiet_seconds = quiet_seconds
-        self._quiet_until = 0.0
-
-    def report(self, exc: BaseException, message: str, *args: object) -> None:
-        if not is_unreachable(exc):
-            self._logger.error(message, *args, exc_info=exc)
-            return
-        now = time.monotonic()
-        if now < self._quiet_until:
-            return
-        self._quiet_until = now + self._quiet_seconds
-        self._logger.warning(
-            f"{message}: %s: %s (a service is unreachable; such failures are not logged again for %.0f s)",
-            *args,
-            type(exc).__name__,
-            exc,
-            self._quiet_seconds,
-        )
+def background_failures(logger: logging.Logger, quiet_seconds: float = QUIET_SECONDS) -> BackgroundFailures:
+    """Failure logging for the feed's background work, where Redis and the database can both be away."""
+    return BackgroundFailures(logger, is_unreachable, quiet_seconds)

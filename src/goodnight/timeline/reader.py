@@ -32,7 +32,7 @@ from goodnight.feed.render import TOMBSTONE, PageItem, epoch_ms, parse_rendering
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
 from goodnight.timeline.catch_up import CatchUp
-from goodnight.timeline.outage import BackgroundFailures, DatabaseAway, querying
+from goodnight.timeline.outage import DatabaseAway, background_failures, querying
 from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
 from goodnight.timeline.store import TimelineStore
 
@@ -103,7 +103,7 @@ class TimelineReader:
         self.marker_ttl = max(settings.active_days * 86400 - SEEN_REFRESH_SECONDS, 60)
         self.catch_up = CatchUp(database, settings.timeline_max_lag_seconds)
         self._background: set[asyncio.Task[None]] = set()
-        self._background_failures = BackgroundFailures(logger)
+        self._background_failures = background_failures(logger)
         self._snapshot: CelebritySnapshot | None = None
         self._snapshot_lock = asyncio.Lock()
         self._celebrity_follows: OrderedDict[uuid.UUID, CelebrityFollows] = OrderedDict()
