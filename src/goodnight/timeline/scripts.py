@@ -75,3 +75,13 @@ if (not current or tonumber(current) ~= code) and redis.call('EXISTS', KEYS[2]) 
 end
 return 1
 """
+
+# An author renamed: replace a record's rendering, unless it is a deleted record's tombstone (an empty
+# string). A missing one is written too, so that a fanout or rebuild that read the old name and stores its
+# rendering later (SET NX) finds the key taken. KEYS[1] = the rendering; ARGV[1] = the new rendering,
+# ARGV[2] = its EXPIREAT.
+RERENDER = """
+if redis.call('GET', KEYS[1]) == '' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return 1
+"""

@@ -107,6 +107,16 @@ def _bucket_layout(reader: uuid.UUID, days: Iterable[date]) -> tuple[list[str], 
     )
 
 
+def _follow_state_call(
+    reader: uuid.UUID, followee: uuid.UUID, code: int, entries: Sequence[Entry]
+) -> tuple[list[Any], list[Any]]:
+    bucket_keys, expire_ats, number = _bucket_layout(reader, (day for day, _ in entries))
+    args: list[Any] = [followee.bytes, code, keys.FOLLOW_STATE_TTL_SECONDS, *expire_ats]
+    for day, member in entries:
+        args += [number[day], member]
+    return [keys.follow_state_key(reader), keys.marker_key(reader), *bucket_keys], args
+
+
 def _add_call(reader: uuid.UUID, entries: Sequence[AuthoredEntry]) -> tuple[list[Any], list[Any]]:
     bucket_keys, expire_ats, number = _bucket_layout(reader, (day for _, day, _ in entries))
     args: list[Any] = list(expire_ats)
@@ -122,6 +132,7 @@ class TimelineStore:
         self._read = redis.register_script(scripts.READ)
         self._add_entries = redis.register_script(scripts.ADD_ENTRIES)
         self._set_follow_state = redis.register_script(scripts.SET_FOLLOW_STATE)
+        self._rerender = redis.register_script(scripts.RERENDER)
 
     async def _run_pipelined(self, script: AsyncScript, calls: Sequence[tuple[list[Any], list[Any]]]) -> None:
         """Many calls of one script in one round trip; after a restart emptied Redis's script cache, load
@@ -174,12 +185,23 @@ class TimelineStore:
     ) -> bool:
         """Apply a follow (odd ``code``) or unfollow with the followee's window entries; False when a newer
         change of this pair is already there."""
-        bucket_keys, expire_ats, number = _bucket_layout(reader, (day for day, _ in entries))
-        args: list[Any] = [followee.bytes, code, keys.FOLLOW_STATE_TTL_SECONDS, *expire_ats]
-        for day, member in entries:
-            args += [number[day], member]
-        call_keys = [keys.follow_state_key(reader), keys.marker_key(reader), *bucket_keys]
+        call_keys, args = _follow_state_call(reader, followee, code, entries)
         return bool(await self._set_follow_state(keys=call_keys, args=args))
+
+    async def forget_author(
+        self, readers: Sequence[uuid.UUID], author: uuid.UUID, entries: Sequence[Entry]
+    ) -> None:
+        """A deleted account, for each reader who followed it: unfollowed with a code no follow change can
+        beat (so no stale fanout or follow ever puts its records back), its entries taken out. One round trip
+        for the batch."""
+        calls = [_follow_state_call(reader, author, keys.AUTHOR_GONE, entries) for reader in readers]
+        if calls:
+            await self._run_pipelined(self._set_follow_state, calls)
+
+    async def forget_reader(self, reader: uuid.UUID, days: Sequence[date]) -> None:
+        """A deleted account's own timeline: every key it has (they share a slot: one command)."""
+        reader_keys = [keys.marker_key(reader), keys.follow_state_key(reader), keys.rebuild_lock_key(reader)]
+        await self.redis.delete(*reader_keys, *(keys.bucket_key(reader, day) for day in days))
 
     async def read(
         self, reader: uuid.UUID, first: date, last: date, after: bytes | None, count: int
@@ -270,11 +292,29 @@ class TimelineStore:
             pipe.set(keys.rendering_key(record_id), rendering, nx=True, exat=keys.expire_at(day))
         await pipe.execute()
 
-    async def forget_record(self, record_id: uuid.UUID, day: date) -> None:
-        """A deleted record: its rendering becomes a tombstone, hiding it from every page at once. That
-        includes a celebrity's record still in the API processes' snapshots: pages fetch the renderings of
-        celebrity records too, so the snapshots need no reload (which would cost every process a query)."""
-        await self.redis.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
+    async def rerender(self, renderings: Sequence[Rendering], *, now: float) -> None:
+        """Replace renderings (their author was renamed), but never a deleted record's tombstone. Those whose
+        day has left every window (``now``, epoch seconds) are skipped: no page can reach them."""
+        calls = [
+            ([keys.rendering_key(record_id)], [rendering, keys.expire_at(day)])
+            for record_id, day, rendering in renderings
+            if keys.expire_at(day) > now
+        ]
+        if calls:
+            await self._run_pipelined(self._rerender, calls)
+
+    async def forget_records(self, records: Iterable[tuple[uuid.UUID, date]]) -> None:
+        """Deleted records (id, bucket day): each rendering becomes a tombstone, hiding the record from every
+        page at once. That includes a celebrity's records still in the API processes' snapshots: pages fetch
+        the renderings of celebrity records too, so the snapshots need no reload (which would cost every
+        process a query)."""
+        gone = list(records)
+        if not gone:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for record_id, day in gone:
+            pipe.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
+        await pipe.execute()
 
     async def renderings(self, members: Sequence[bytes]) -> tuple[bytes | None, list[bytes | None]]:
         """The celebrity version, and the rendering of each member's record (None if missing), in one round
