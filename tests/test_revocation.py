@@ -56,14 +56,15 @@ async def another_server(database: TestDatabase, **overrides: object) -> AsyncIt
         yield Api(http)
 
 
-async def status_of(api: Api, who: Member) -> int:
-    return (await api.client.get("/users/me", headers=who.headers)).status_code
+async def status_of(api: Api, who: Member, path: str = "/users/me") -> int:
+    return (await api.client.get(path, headers=who.headers)).status_code
 
 
-async def seconds_until_refused(api: Api, who: Member) -> float:
-    """How long until ``api`` refuses ``who``'s token, polling; fails past the bound and its slack."""
+async def seconds_until_refused(api: Api, who: Member, path: str = "/users/me") -> float:
+    """How long until ``api`` refuses ``who``'s token on ``path``, polling; fails past the bound and its
+    slack."""
     started = time.monotonic()
-    while (status := await status_of(api, who)) == 200:
+    while (status := await status_of(api, who, path)) == 200:
         elapsed = time.monotonic() - started
         assert elapsed < BOUND_S + SLACK_S, f"still accepted after {elapsed:.2f}s"
         await asyncio.sleep(0.02)
