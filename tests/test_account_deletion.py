@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +21,19 @@ from goodnight.users import repository as users
 from tests.support.api import PASSWORD, Api, Member
 from tests.support.databases import TestDatabase
 from tests.support.envelope import assert_error, assert_validation_error
+from tests.support.processes import clean_env, serving
+from tests.support.worker_sockets import one_client_per_worker
 from tests.test_account import assert_accepted, assert_refused, gated_api
 from tests.test_concurrency import assert_counters_exact, listed_ids
-from tests.test_revocation import BOUND_S, SLACK_S, another_server, seconds_until_refused
+from tests.test_revocation import (
+    BOUND_S,
+    SLACK_S,
+    another_server,
+    refused_everywhere_within_the_bound,
+    refused_on_fresh_connections,
+    seconds_until_refused,
+)
+from tests.test_serve import register_and_login
 from tests.test_timeline import night
 
 
@@ -323,3 +334,30 @@ async def test_another_process_refuses_the_deleted_users_tokens_within_a_second(
         elapsed = await seconds_until_refused(other, alice, path="/sleep_records/followings")
         assert elapsed < BOUND_S + SLACK_S, elapsed
         await assert_accepted(other, bob)
+
+
+def test_every_worker_of_goodnight_serve_refuses_the_deleted_users_token(tmp_path: Path) -> None:
+    feed = "/sleep_records/followings"  # asks nothing of the database about the reader
+    with serving(tmp_path, clean_env(), "--workers", "2") as server:
+        with one_client_per_worker(server, workers=2) as clients:
+            first, second = list(clients)
+            alice = register_and_login(clients[first], "alice")
+            bob = register_and_login(clients[second], "bob")
+            assert clients[first].post(f"/socials/follow/{bob.id}", headers=alice.headers).status_code == 201
+            for client in clients.values():  # verified, and cached, by both workers
+                assert client.get(feed, headers=alice.headers).status_code == 200
+            deleted = clients[second].request(
+                "DELETE", "/users/me", json={"password": PASSWORD}, headers=alice.headers
+            )
+            assert_deleted(deleted)
+            assert clients[second].get(feed, headers=alice.headers).status_code == 401  # at once there
+            waited = refused_everywhere_within_the_bound(clients, alice.token, feed)
+            assert max(waited.values()) < BOUND_S + SLACK_S, waited
+            refused_on_fresh_connections(server, alice.token, path=feed)
+            newcomer = register_and_login(clients[first], "alice")
+            assert newcomer.id != alice.id
+            for client in clients.values():
+                assert client.get(feed, headers=newcomer.headers).status_code == 200
+                bob_now = client.get(f"/users/{bob.id}", headers=bob.headers).json()
+                assert bob_now["followers_count"] == 0
+        assert "Traceback" not in server.log()

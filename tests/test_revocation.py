@@ -313,8 +313,10 @@ async def wait_until(condition: object) -> float:
 # --- goodnight serve --workers 2 ----------------------------------------------------------------------------
 
 
-def refused_everywhere_within_the_bound(clients: dict[int, httpx.Client], token: str) -> dict[int, float]:
-    """Seconds until each worker refuses ``token``, measured from now."""
+def refused_everywhere_within_the_bound(
+    clients: dict[int, httpx.Client], token: str, path: str = "/users/me"
+) -> dict[int, float]:
+    """Seconds until each worker refuses ``token`` on ``path``, measured from now."""
     started = time.monotonic()
     waited: dict[int, float] = {}
     headers = {"Authorization": f"Bearer {token}"}
@@ -325,7 +327,7 @@ def refused_everywhere_within_the_bound(clients: dict[int, httpx.Client], token:
         )
         for pid, client in clients.items():
             if pid not in waited:
-                status = client.get("/users/me", headers=headers).status_code
+                status = client.get(path, headers=headers).status_code
                 assert status in (200, 401), status
                 if status == 401:
                     waited[pid] = time.monotonic() - started
@@ -333,12 +335,13 @@ def refused_everywhere_within_the_bound(clients: dict[int, httpx.Client], token:
     return waited
 
 
-def refused_on_fresh_connections(server: Server, token: str, count: int = 20) -> None:
+def refused_on_fresh_connections(
+    server: Server, token: str, count: int = 20, path: str = "/users/me"
+) -> None:
     """New connections land on either worker: every one of them refuses the token."""
     headers = {"Authorization": f"Bearer {token}", "Connection": "close"}
     statuses = [
-        httpx.get(f"{server.api_url}/users/me", headers=headers, timeout=10.0).status_code
-        for _ in range(count)
+        httpx.get(f"{server.api_url}{path}", headers=headers, timeout=10.0).status_code for _ in range(count)
     ]
     assert statuses == [401] * count, statuses
 
