@@ -2,18 +2,20 @@
 
 Hypothesis writes programs of register / follow / unfollow / clock-in / clock-out (back-dated, sometimes
 invalid on purpose) / log a forgotten night (often before the user's earlier records, sometimes overlapping
-one or invalid) / delete calls, interleaved with feed reads. The model predicts the status and error
-code of every call, so model and API stay in lockstep, and every page of every user's feed (cursor paging at
-several page sizes, ``start_index`` paging with the original app's offsets, and scrolls that carry on while
-the data changes under them) must equal what the model says the feed is:
+one or invalid) / delete calls, renames and account deletions (now and then with a wrong password; a
+newcomer may take a deleted user's name), interleaved with feed reads. The model predicts the status and
+error code of every call, so model and API stay in lockstep, and every page of every user's feed (cursor
+paging at several page sizes, ``start_index`` paging with the original app's offsets, and scrolls that carry
+on while the data changes under them) must equal what the model says the feed is:
 
     completed records of the users the caller currently follows, clocked in at or after now - 7 days,
     ordered by duration (whole seconds, floored) descending, then id descending.
 
-After every successful follow, unfollow and delete, the feeds it changes are read at once and must already
-show it. Times are whole milliseconds (epoch ms ints in the model), relative to a "now" taken when each
-example starts. No clock-in is generated within ``MARGIN`` of the 7-day (or the 30-day) boundary, so the time
-an example takes to run can never move a record across the window.
+After every successful follow, unfollow, delete, rename and account deletion, the feeds it changes are read
+at once and must already show it (after an account deletion, so must the counters of the people around it).
+Times are whole milliseconds (epoch ms ints in the model), relative to a "now" taken when each example
+starts. No clock-in is generated within ``MARGIN`` of the 7-day (or the 30-day) boundary, so the time an
+example takes to run can never move a record across the window.
 
 ``pytest tests/test_feed_model.py --hypothesis-show-statistics`` shows how often each answer of the API and
 each interesting feed shape (equal durations, a scroll carried on later) was exercised.
@@ -31,7 +33,7 @@ from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
 
 from goodnight.deps import Services
-from tests.support.api import Api, Member
+from tests.support.api import PASSWORD, Api, Member
 from tests.support.databases import truncate
 from tests.support.millis import DAY, HOUR, MARGIN, MINUTE, SECOND, WINDOW, iso, now_ms, parse_iso
 
@@ -45,7 +47,7 @@ OLDEST_FRESH_CLOCK_IN = 9 * DAY
 DEFAULT_PER_PAGE = 10
 HISTORY_PREVIEW = 20
 MAX_USERS = 5
-GHOST = -1  # an op target that is no user (or no record) at all
+GHOST = -1  # an op target that is no user (or no record) at all: a deleted user's id, if there is one
 MAX_EXAMPLES = 25  # per backend: some 25-40 s for the three on a quiet machine
 
 
@@ -69,6 +71,19 @@ def humanized(seconds: int) -> str:
 @dataclass(frozen=True)
 class Register:
     name: str | None
+    reuse: bool = False  # take the username of a deleted user, if there is one
+
+
+@dataclass(frozen=True)
+class Rename:
+    actor: int
+    name: str | None
+
+
+@dataclass(frozen=True)
+class DeleteAccount:
+    actor: int
+    wrong_password: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,7 +177,20 @@ class Scroll:
     resume: bool = False
 
 
-Op = Register | Follow | Unfollow | ClockIn | ClockOut | Sleep | LogNight | Delete | CheckFeeds | Scroll
+Op = (
+    Register
+    | Follow
+    | Unfollow
+    | ClockIn
+    | ClockOut
+    | Sleep
+    | LogNight
+    | Delete
+    | Rename
+    | DeleteAccount
+    | CheckFeeds
+    | Scroll
+)
 
 
 @dataclass(frozen=True)
@@ -198,7 +226,9 @@ OP_KINDS = (
     *["delete"] * 2,
     *["scroll"] * 5,
     *["check"] * 1,
-    *["register"] * 1,
+    *["register"] * 2,
+    *["rename"] * 1,
+    *["delete_account"] * 2,
 )
 
 
@@ -291,7 +321,11 @@ def operations(draw: st.DrawFn) -> Op | None:
         return Scroll(draw(users), draw(st.sampled_from([1, 2])), draw(st.booleans()))
     if kind == "check":
         return CheckFeeds(draw(page_sizes))
-    return Register(draw(names))
+    if kind == "rename":
+        return Rename(draw(users), draw(names))
+    if kind == "delete_account":
+        return DeleteAccount(draw(users), draw(st.integers(0, 4)) == 0)
+    return Register(draw(names), draw(st.booleans()))
 
 
 programs = st.builds(
@@ -308,6 +342,7 @@ programs = st.builds(
 class Person:
     member: Member
     name: str | None
+    deleted: bool = False
 
 
 @dataclass
@@ -341,6 +376,8 @@ def expect(response: httpx.Response, status: int, code: str | None = None) -> An
     if request.method != "GET":  # how often each outcome is exercised: pytest --hypothesis-show-statistics
         parts = request.url.path.split("/")
         route = "delete" if request.method == "DELETE" else parts[-2] if "socials" in parts else parts[-1]
+        if request.url.path.endswith("/users/me"):
+            route = "delete account" if request.method == "DELETE" else "rename"
         event(f"{route} -> {status} {code or ''}".rstrip())
     return response.json() if response.content else None
 
@@ -354,11 +391,22 @@ class Runner:
         self.follows: set[tuple[int, int]] = set()  # (follower, followed), active follows only
         self.records: list[Record] = []  # every record ever created, in creation order
         self.scrolls: dict[int, tuple[str, tuple[int, uuid.UUID]]] = {}  # actor: (next_cursor, last key)
+        self.freed: list[str] = []  # usernames of deleted accounts, free to register again
 
     # -- model queries --
 
+    def present(self) -> list[int]:
+        """Everyone whose account has not been deleted."""
+        return [p for p, person in enumerate(self.people) if not person.deleted]
+
     def who(self, index: int) -> int:
-        return index % len(self.people)
+        present = self.present()
+        return present[index % len(present)]
+
+    def other_than(self, person: int) -> int:
+        """The next one present after ``person`` (``person`` themself when alone)."""
+        present = self.present()
+        return present[(present.index(person) + 1) % len(present)]
 
     def headers(self, person: int) -> dict[str, str]:
         return self.people[person].member.headers
@@ -412,7 +460,7 @@ class Runner:
         note(f"op: {op}")
         assert now_ms() - self.now < MARGIN, "this example ran longer than the margin around the window"
         if isinstance(op, Register):
-            await self.register(op.name)
+            await self.register(op.name, reuse=op.reuse)
         elif isinstance(op, Follow):
             await self.follow(op)
         elif isinstance(op, Unfollow):
@@ -430,17 +478,26 @@ class Runner:
             await self.delete(op)
         elif isinstance(op, Scroll):
             await self.scroll(op)
+        elif isinstance(op, Rename):
+            await self.rename(op)
+        elif isinstance(op, DeleteAccount):
+            await self.delete_account(op)
         else:
-            for person in range(len(self.people)):
+            for person in self.present():
                 await self.walk_feed(person, op.per_page)
 
-    async def register(self, name: str | None) -> None:
-        if len(self.people) < MAX_USERS:
-            self.people.append(Person(await self.api.register(name=name), name))
+    async def register(self, name: str | None, *, reuse: bool = False) -> None:
+        if len(self.present()) >= MAX_USERS:
+            return
+        username = self.freed.pop(0) if reuse and self.freed else None
+        if username is not None:
+            event("a newcomer takes a deleted user's name")
+        self.people.append(Person(await self.api.register(username, name=name), name))
 
     def target(self, index: int) -> tuple[str, int | None]:
         if index == GHOST:
-            return str(uuid.uuid4()), None
+            gone = [person.member.id for person in self.people if person.deleted]
+            return (gone[0] if gone else str(uuid.uuid4())), None
         person = self.who(index)
         return self.people[person].member.id, person
 
@@ -454,9 +511,10 @@ class Runner:
             - {whom for who, whom in self.follows if who == actor}
         )
         if target_index not in (GHOST, op.actor) and worth_it and not op.anyone:
-            target_index = worth_it[target_index % len(worth_it)]
+            target_index = self.present().index(worth_it[target_index % len(worth_it)])
         elif target_index not in (GHOST, op.actor) and self.who(target_index) == actor:
-            target_index = actor + 1  # someone else was meant: only ``target == actor`` means oneself
+            # Someone else was meant: only ``target == actor`` means oneself.
+            target_index = self.present().index(self.other_than(actor))
         target_id, target = self.target(target_index)
         response = await self.http.post(f"/socials/follow/{target_id}", headers=self.headers(actor))
         if target is None:
@@ -475,9 +533,10 @@ class Runner:
         target_index = op.target
         followed = sorted(whom for who, whom in self.follows if who == actor)
         if target_index not in (GHOST, op.actor) and followed and not op.anyone:
-            target_index = followed[target_index % len(followed)]
+            target_index = self.present().index(followed[target_index % len(followed)])
         elif target_index not in (GHOST, op.actor) and self.who(target_index) == actor:
-            target_index = actor + 1  # someone else was meant: only ``target == actor`` means oneself
+            # Someone else was meant: only ``target == actor`` means oneself.
+            target_index = self.present().index(self.other_than(actor))
         target_id, target = self.target(target_index)
         response = await self.http.post(f"/socials/unfollow/{target_id}", headers=self.headers(actor))
         if target is None:
@@ -548,7 +607,7 @@ class Runner:
         ]
 
     async def clock_out(self, op: ClockOut) -> None:
-        sleeping = [p for p in range(len(self.people)) if self.open_record(p) is not None]
+        sleeping = [p for p in self.present() if self.open_record(p) is not None]
         actor = sleeping[op.actor % len(sleeping)] if sleeping and not op.anyone else self.who(op.actor)
         opened = self.open_record(actor)
         at: int | None
@@ -659,6 +718,49 @@ class Runner:
             if followed == actor:
                 await self.walk_feed(follower, 100)
 
+    async def rename(self, op: Rename) -> None:
+        actor = self.who(op.actor)
+        note(f"  rename {actor} to {op.name!r}")
+        data = expect(await self.api.rename(self.people[actor].member, op.name), 200)
+        assert (data["id"], data["name"]) == (self.people[actor].member.id, op.name)
+        self.people[actor].name = op.name
+        for follower, followed in sorted(self.follows):  # the new name on the very next read
+            if followed == actor:
+                await self.walk_feed(follower, 100)
+
+    async def delete_account(self, op: DeleteAccount) -> None:
+        actor = self.who(op.actor)
+        if len(self.present()) == 1 and not op.wrong_password:
+            return  # keep someone to act
+        person = self.people[actor]
+        note(f"  delete the account of {actor}{' (wrong password)' if op.wrong_password else ''}")
+        password = "not the password" if op.wrong_password else PASSWORD
+        response = await self.api.delete_account(person.member, password)
+        if op.wrong_password:
+            expect(response, 401, "invalid_credentials")
+            return
+        expect(response, 204)
+        around = sorted({p for pair in self.follows if actor in pair for p in pair} - {actor})
+        followers = sorted(who for who, whom in self.follows if whom == actor)
+        self.follows = {pair for pair in self.follows if actor not in pair}
+        for record in self.live(actor):
+            record.deleted = True
+        person.deleted = True
+        self.freed.append(person.member.username)
+        self.scrolls.pop(actor, None)
+        expect(await self.http.get("/users/me", headers=person.member.headers), 401, "unauthorized")
+        for follower in followers:  # the records gone from every follower's very next read
+            await self.walk_feed(follower, 100)
+        for other in around:
+            await self.check_counters(other)
+
+    async def check_counters(self, person: int) -> None:
+        member = self.people[person].member
+        data = expect(await self.http.get(f"/users/{member.id}", headers=member.headers), 200)
+        followers = sum(1 for _, whom in self.follows if whom == person)
+        followings = sum(1 for who, _ in self.follows if who == person)
+        assert (data["followers_count"], data["followings_count"]) == (followers, followings), person
+
     # -- feed reads --
 
     async def read_feed(self, person: int, **params: Any) -> dict[str, Any]:
@@ -705,7 +807,7 @@ class Runner:
         if op.resume and self.scrolls:
             actor = next(iter(self.scrolls))
         else:  # preferably someone whose feed is more than one page long
-            everyone = range(len(self.people))
+            everyone = self.present()
             candidates = [p for p in everyone if len(self.feed(p)) > op.per_page] or list(everyone)
             actor = candidates[op.actor % len(candidates)]
         remaining = self.feed(actor)
@@ -745,12 +847,12 @@ class Runner:
                 )
 
     async def check_everything(self) -> None:
-        feeds = [self.feed(person) for person in range(len(self.people))]
+        feeds = [self.feed(person) for person in self.present()]
         longest = max(len(feed) for feed in feeds)
         event(f"longest feed: {min(longest, 10)}{'+' if longest >= 10 else ''} records")
         if any(len({r.duration for r in feed}) < len(feed) for feed in feeds):
             event("a feed orders equal durations by id")
-        for person in range(len(self.people)):
+        for person in self.present():
             for per_page in (1, 3, None):
                 await self.walk_feed(person, per_page)
             await self.check_offsets(person)

@@ -56,14 +56,15 @@ async def another_server(database: TestDatabase, **overrides: object) -> AsyncIt
         yield Api(http)
 
 
-async def status_of(api: Api, who: Member) -> int:
-    return (await api.client.get("/users/me", headers=who.headers)).status_code
+async def status_of(api: Api, who: Member, path: str = "/users/me") -> int:
+    return (await api.client.get(path, headers=who.headers)).status_code
 
 
-async def seconds_until_refused(api: Api, who: Member) -> float:
-    """How long until ``api`` refuses ``who``'s token, polling; fails past the bound and its slack."""
+async def seconds_until_refused(api: Api, who: Member, path: str = "/users/me") -> float:
+    """How long until ``api`` refuses ``who``'s token on ``path``, polling; fails past the bound and its
+    slack."""
     started = time.monotonic()
-    while (status := await status_of(api, who)) == 200:
+    while (status := await status_of(api, who, path)) == 200:
         elapsed = time.monotonic() - started
         assert elapsed < BOUND_S + SLACK_S, f"still accepted after {elapsed:.2f}s"
         await asyncio.sleep(0.02)
@@ -312,8 +313,10 @@ async def wait_until(condition: object) -> float:
 # --- goodnight serve --workers 2 ----------------------------------------------------------------------------
 
 
-def refused_everywhere_within_the_bound(clients: dict[int, httpx.Client], token: str) -> dict[int, float]:
-    """Seconds until each worker refuses ``token``, measured from now."""
+def refused_everywhere_within_the_bound(
+    clients: dict[int, httpx.Client], token: str, path: str = "/users/me"
+) -> dict[int, float]:
+    """Seconds until each worker refuses ``token`` on ``path``, measured from now."""
     started = time.monotonic()
     waited: dict[int, float] = {}
     headers = {"Authorization": f"Bearer {token}"}
@@ -324,7 +327,7 @@ def refused_everywhere_within_the_bound(clients: dict[int, httpx.Client], token:
         )
         for pid, client in clients.items():
             if pid not in waited:
-                status = client.get("/users/me", headers=headers).status_code
+                status = client.get(path, headers=headers).status_code
                 assert status in (200, 401), status
                 if status == 401:
                     waited[pid] = time.monotonic() - started
@@ -332,12 +335,13 @@ def refused_everywhere_within_the_bound(clients: dict[int, httpx.Client], token:
     return waited
 
 
-def refused_on_fresh_connections(server: Server, token: str, count: int = 20) -> None:
+def refused_on_fresh_connections(
+    server: Server, token: str, count: int = 20, path: str = "/users/me"
+) -> None:
     """New connections land on either worker: every one of them refuses the token."""
     headers = {"Authorization": f"Bearer {token}", "Connection": "close"}
     statuses = [
-        httpx.get(f"{server.api_url}/users/me", headers=headers, timeout=10.0).status_code
-        for _ in range(count)
+        httpx.get(f"{server.api_url}{path}", headers=headers, timeout=10.0).status_code for _ in range(count)
     ]
     assert statuses == [401] * count, statuses
 

@@ -186,6 +186,37 @@ async def test_follow_unfollow_and_delete_are_visible_on_the_next_read(
     assert buckets == [], "the deletion's fanout did not free the entry"
 
 
+async def test_a_rename_and_an_account_deletion_are_visible_on_the_next_read(
+    api: Api, cluster_api: Api, cluster_timeline: Timeline
+) -> None:
+    readers = [await cluster_api.register() for _ in range(3)]
+    author = await cluster_api.register(name="Before")
+    for reader in readers:
+        await cluster_api.follow(reader, author)
+    await warm(cluster_api, cluster_timeline, *readers, author)
+    records = [await night(cluster_api, author, days, 6 + days) for days in (3, 2, 1)]
+    await cluster_timeline.worker.drain()
+    renamed = await cluster_api.rename(author, "After")  # renderings on many nodes, re-rendered inline
+    assert renamed.status_code == 200, renamed.text
+    for reader in readers:
+        assert set(await same_feed(api, cluster_api, cluster_timeline, reader)) == set(ids(records))
+        assert {item["user"]["name"] for item in await cluster_api.whole_feed(reader)} == {"After"}
+    author_keys = f"gn:t*{{{uuid_of(author).hex}}}*"  # all in one slot
+    assert [key async for key in cluster_timeline.redis.scan_iter(match=author_keys)] != []  # warm
+    deleted = await cluster_api.delete_account(author)  # tombstones land on many nodes
+    assert deleted.status_code == 204, deleted.text
+    for reader in readers:
+        assert await same_feed(api, cluster_api, cluster_timeline, reader) == []
+    await cluster_timeline.worker.drain()
+    for reader in readers:
+        assert await same_feed(api, cluster_api, cluster_timeline, reader) == []
+        state = await cluster_timeline.redis.hget(
+            keys.follow_state_key(uuid_of(reader)), uuid_of(author).bytes
+        )
+        assert int(state or 0) == keys.AUTHOR_GONE
+    assert [key async for key in cluster_timeline.redis.scan_iter(match=author_keys)] == []
+
+
 async def test_celebrities_are_merged_at_read_time(
     api: Api, cluster_api: Api, cluster_timeline: Timeline, nodes: dict[int, Redis]
 ) -> None:

@@ -2,7 +2,8 @@
 
 Hypothesis writes programs of register / follow / unfollow / clock-in / clock-out (back-dated over the last
 8 days, so some records fall outside the 7-day window) / logged nights (anywhere in those days, often before
-the user's later records; refused when they overlap one) / delete calls on 5-8 users, biased towards a few
+the user's later records; refused when they overlap one) / delete / rename / account deletion calls on 5-8
+users, biased towards a few
 "stars" so that users cross the celebrity threshold (3 in the tests) and fall back below it: ``Crowd`` makes
 several users follow one star, ``Desert`` makes its followers leave until a few remain. A star that drops to
 two followers and then clocks out (or logs a night) takes the former-celebrity backfill path of
@@ -12,10 +13,11 @@ Every write goes through the timeline app (``timeline_api``); the SQL app (``api
 truth.
 
 * After each follow, unfollow and delete, WITHOUT draining the outbox, the actor reads their feed (and, after
-  a delete, the owner's followers read theirs). When the op "settled" first (drained the outbox before
-  writing), the page from Redis must equal the SQL one exactly: read-your-writes. Otherwise other clock-outs
-  may still be on their way, so the Redis feed must be an in-order subsequence of the SQL feed, and the
-  followed or unfollowed user's part of it must already be exact.
+  a delete, a rename or an account deletion, the owner's followers read theirs). When the op "settled" first
+  (drained the outbox before writing), the page from Redis must equal the SQL one exactly: read-your-writes.
+  Otherwise other clock-outs may still be on their way, so the Redis feed must be an in-order subsequence of
+  the SQL feed (items compared whole, names included), and the followed, unfollowed or deleted user's part of
+  it must already be exact.
 * At checkpoints (and at the end) the outbox is drained and every reader warmed (a cold timeline is answered
   from SQL while it is rebuilt); then every page of every user's feed, at several page sizes including 1,
   must equal the SQL feed, and every one of those pages must have been served from Redis.
@@ -125,6 +127,23 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Rename:
+    actor: int
+    name: str | None
+    settle: bool
+    per_page: int
+
+
+@dataclass(frozen=True)
+class DeleteAccount:
+    """A user leaves (a star, as often as not: a celebrity's deletion)."""
+
+    actor: int
+    settle: bool
+    per_page: int
+
+
+@dataclass(frozen=True)
 class Read:
     """A feed read (warms the reader's timeline on the way)."""
 
@@ -156,6 +175,8 @@ Op = (
     | Crowd
     | Desert
     | Delete
+    | Rename
+    | DeleteAccount
     | Read
     | Register
     | Drain
@@ -191,6 +212,8 @@ OP_KINDS = (
     *["crowd"] * 3,
     *["desert"] * 3,
     *["delete"] * 2,
+    *["rename"] * 1,
+    *["delete_account"] * 1,
     *["read"] * 2,
     *["register"] * 1,
     *["drain"] * 1,
@@ -201,7 +224,8 @@ OP_KINDS = (
 
 @st.composite
 def fame(draw: st.DrawFn) -> tuple[Op, ...]:
-    """A star's rise and fall: followed past the threshold, sleeps, deserted (to 3 at most), sleeps again."""
+    """A star's rise and fall: followed past the threshold, sleeps, deserted (to 3 at most), sleeps again;
+    or, now and then, leaves at the height of fame (a celebrity's account deletion)."""
     star = draw(stars)
     settle = st.booleans()
     logged = st.integers(0, 2).map(lambda pick: pick == 0)
@@ -214,6 +238,8 @@ def fame(draw: st.DrawFn) -> tuple[Op, ...]:
         Sleep(star, draw(agos), draw(durations), draw(logged)),
     ]
     pause = [Drain()] if draw(st.booleans()) else []
+    if draw(st.integers(0, 3)) == 0:
+        return (*rise, *pause, DeleteAccount(star, draw(settle), draw(page_sizes)))
     return (*rise, *pause, *fall)
 
 
@@ -243,6 +269,11 @@ def single_operations(draw: st.DrawFn, kind: str) -> Op:
         return Desert(draw(stars), draw(st.integers(0, 3)), draw(st.booleans()))
     if kind == "delete":
         return Delete(draw(users), draw(st.integers(0, 5)), draw(st.booleans()), draw(page_sizes))
+    if kind == "rename":
+        name = draw(st.sampled_from([None, "Ada", "Zoë Ø"]))
+        return Rename(draw(st.one_of(stars, users)), name, draw(st.booleans()), draw(page_sizes))
+    if kind == "delete_account":
+        return DeleteAccount(draw(st.one_of(stars, users)), draw(st.booleans()), draw(page_sizes))
     if kind == "read":
         return Read(draw(users), draw(page_sizes))
     if kind == "register":
@@ -277,6 +308,7 @@ class Record:
 class Person:
     member: Member
     records: list[Record] = field(default_factory=list)  # live ones, in creation order
+    deleted: bool = False
 
     @property
     def uuid(self) -> uuid.UUID:
@@ -322,8 +354,13 @@ class Runner:
         self.people: list[Person] = []
         self.follows: set[tuple[int, int]] = set()  # (follower, followed), active only
 
+    def present(self) -> list[int]:
+        """Everyone whose account has not been deleted."""
+        return [number for number, person in enumerate(self.people) if not person.deleted]
+
     def who(self, index: int) -> int:
-        return index % len(self.people)
+        present = self.present()
+        return present[index % len(present)]
 
     def differences(self, actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:
         """What the Redis feed lacks or adds, record by record, with each record's author."""
@@ -350,10 +387,12 @@ class Runner:
             Crowd: self.crowd,
             Desert: self.desert,
             Delete: self.delete,
+            Rename: self.rename,
+            DeleteAccount: self.delete_account,
             Read: self.read,
         }
         if isinstance(op, Register):
-            if len(self.people) < MAX_USERS:
+            if len(self.present()) < MAX_USERS:
                 self.people.append(Person(await self.cached.register()))
         elif isinstance(op, Drain):
             await self.drain()
@@ -454,6 +493,34 @@ class Runner:
         for follower in self.followers(actor):  # gone from every follower's next read, too
             await self.check_reader(follower, settled=op.settle, per_page=op.per_page, gone=record.id)
 
+    # -- the account --
+
+    async def rename(self, op: Rename) -> None:
+        actor = self.who(op.actor)
+        await self.settle(op.settle)
+        expect(await self.cached.rename(self.people[actor].member, op.name), 200)
+        note(f"  user {actor} is renamed {op.name!r}")
+        # Unsettled, a page is an in-order part of SQL's, items compared whole: an old name would show.
+        for follower in self.followers(actor):
+            await self.check_reader(follower, settled=op.settle, per_page=op.per_page)
+
+    async def delete_account(self, op: DeleteAccount) -> None:
+        actor = self.who(op.actor)
+        if len(self.present()) <= MIN_USERS - 2:
+            return
+        await self.settle(op.settle)
+        followers = self.followers(actor)
+        expect(await self.cached.delete_account(self.people[actor].member), 204)
+        self.follows = {pair for pair in self.follows if actor not in pair}
+        self.people[actor].deleted = True
+        self.people[actor].records.clear()
+        note(f"  user {actor} ({len(followers)} followers) deletes their account")
+        event(
+            f"an account deletion with {min(len(followers), 4)}{'+' if len(followers) >= 4 else ''} followers"
+        )
+        for follower in followers:  # none of theirs on any former follower's next read
+            await self.check_reader(follower, settled=op.settle, per_page=op.per_page, author=actor)
+
     # -- follows --
 
     async def follow(self, actor: int, target: int, *, settle: bool, per_page: int) -> None:
@@ -491,7 +558,7 @@ class Runner:
 
     async def crowd(self, op: Crowd) -> None:
         target = self.who(op.target)
-        order = [self.who(op.offset + step) for step in range(len(self.people))]
+        order = [self.who(op.offset + step) for step in range(len(self.present()))]
         fans = [p for p in order if p != target and (p, target) not in self.follows][: op.count]
         for fan in fans:
             await self.follow(fan, target, settle=op.settle, per_page=2)
@@ -584,10 +651,10 @@ class Runner:
         assert left == 0, f"{left} outbox events left after draining (a handler failed)"
         await self.timeline.reader.drain_background()
         for _ in range(2):  # the first read rebuilds a cold timeline, the next one the celebrity set
-            for someone in self.people:
-                expect(await self.cached.feed(someone.member), 200)
+            for someone in self.present():
+                expect(await self.cached.feed(self.people[someone].member), 200)
             await self.timeline.reader.drain_background()
-        for person in range(len(self.people)):
+        for person in self.present():
             for per_page in CHECK_PAGE_SIZES:
                 expected, actual, from_redis = await self.both_feeds(person, per_page)
                 assert actual == expected, (
@@ -635,6 +702,23 @@ CELEBRITY_COMES_AND_GOES = Program(
     ),
 )
 
+# A celebrity leaves: records never fanned out, merged at read time from every process's snapshot, must
+# leave every fan's next page (tombstones), and the set (the snapshots reload).
+CELEBRITY_LEAVES = Program(
+    users=7,
+    ops=(
+        Sleep(actor=1, ago=2 * DAY, duration=8 * HOUR),
+        Crowd(target=1, count=5, offset=0, settle=True),
+        Read(actor=0, per_page=2),
+        Drain(),
+        Sleep(actor=1, ago=DAY, duration=7 * HOUR, logged=True),
+        Checkpoint(),
+        Rename(actor=1, name="Ada", settle=False, per_page=1),
+        DeleteAccount(actor=1, settle=False, per_page=1),
+        Checkpoint(),
+    ),
+)
+
 
 @pytest.mark.timeout(900)  # room for Hypothesis to shrink a failure (it gives up after 5 minutes)
 @settings(
@@ -644,6 +728,7 @@ CELEBRITY_COMES_AND_GOES = Program(
 )
 @given(program=programs)
 @example(program=CELEBRITY_COMES_AND_GOES)
+@example(program=CELEBRITY_LEAVES)
 @example(program=CELEBRITY_SET_REBUILD_DROPS_A_CELEBRITY)
 async def test_timeline_matches_sql_feed(
     api: Api, timeline_api: Api, timeline: Timeline, timeline_app: FastAPI, program: Program

@@ -45,6 +45,13 @@ class Api:
         response = await self.client.post(f"/socials/unfollow/{whom.id}", headers=who.headers)
         assert response.status_code == 200, response.text
 
+    async def rename(self, who: Member, name: str | None) -> httpx.Response:
+        return await self.client.patch("/users/me", json={"name": name}, headers=who.headers)
+
+    async def delete_account(self, who: Member, password: str = PASSWORD) -> httpx.Response:
+        body = {"password": password}
+        return await self.client.request("DELETE", "/users/me", json=body, headers=who.headers)
+
     async def sleep(self, who: Member, clocked_in_at: str, clocked_out_at: str) -> dict[str, Any]:
         """A completed, back-dated sleep record."""
         opened = await self.client.post(

@@ -27,6 +27,8 @@ class EventKind(StrEnum):
     RECORD_DELETED = "record_deleted"
     FOLLOWED = "followed"
     UNFOLLOWED = "unfollowed"
+    NAME_CHANGED = "name_changed"
+    ACCOUNT_DELETED = "account_deleted"
 
 
 async def enqueue(session: AsyncSession, kind: EventKind, payload: dict[str, Any]) -> None:

@@ -111,3 +111,21 @@ async def delete(session: AsyncSession, record_id: uuid.UUID) -> None:
     await session.execute(
         sa.delete(SleepRecord).where(SleepRecord.id == record_id).execution_options(synchronize_session=False)
     )
+
+
+async def completed_since_by(session: AsyncSession, user_id: uuid.UUID, since: datetime) -> list[SleepRecord]:
+    """The user's completed records clocked in at or after ``since``."""
+    return list(
+        await session.scalars(
+            sa.select(SleepRecord).where(
+                SleepRecord.user_id == user_id,
+                SleepRecord.clocked_in_at >= since,
+                SleepRecord.duration_s.is_not(None),
+            )
+        )
+    )
+
+
+async def delete_all_of(session: AsyncSession, user_id: uuid.UUID) -> None:
+    query = sa.delete(SleepRecord).where(SleepRecord.user_id == user_id)
+    await session.execute(query.execution_options(synchronize_session=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -210,11 +211,15 @@ async def delete(session: AsyncSession, events: Events, user_id: uuid.UUID, raw_
     if record is None:
         raise NotFound("No sleep record with that id.")
     await repository.delete(session, record.id)
-    payload = {
+    # Applied right after commit too (a tombstone), so no feed shows the record once the delete returns.
+    await events.publish(session, EventKind.RECORD_DELETED, deleted_record(record), apply_now=True)
+
+
+def deleted_record(record: SleepRecord) -> dict[str, Any]:
+    """What the timelines need to know of a deleted record: where its entries are, its tombstone's day."""
+    return {
         "record_id": str(record.id),
-        "user_id": str(user_id),
+        "user_id": str(record.user_id),
         "clocked_in_at": record.clocked_in_at.isoformat(),
         "duration": record.duration_s,
     }
-    # Applied right after commit too (a tombstone), so no feed shows the record once the delete returns.
-    await events.publish(session, EventKind.RECORD_DELETED, payload, apply_now=True)

@@ -54,3 +54,40 @@ async def connections(
         query = query.where(before([Follow.followed_at, other], after))
     rows = await session.execute(query)
     return [(user, followed_at) for user, followed_at in rows]
+
+
+def _followed_by(user_id: uuid.UUID) -> sa.Select[uuid.UUID]:
+    return sa.select(Follow.followed_id).where(Follow.follower_id == user_id, Follow.active.is_(True))
+
+
+def _followers_of(user_id: uuid.UUID) -> sa.Select[uuid.UUID]:
+    return sa.select(Follow.follower_id).where(Follow.followed_id == user_id, Follow.active.is_(True))
+
+
+async def counterparts(session: AsyncSession, user_id: uuid.UUID) -> set[uuid.UUID]:
+    """Everyone the user follows or is followed by: whose counters the user's follows are part of."""
+    return set(await session.scalars(sa.union(_followed_by(user_id), _followers_of(user_id))))
+
+
+async def follower_ids(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
+    """The user's current followers, in id order."""
+    return list(await session.scalars(_followers_of(user_id).order_by(Follow.follower_id)))
+
+
+async def drop_all_of(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Delete every follow row of the user, both ways, taking each active one out of the counters of the
+    person on the other side (whom the caller holds locked)."""
+    for counter, others in (
+        (User.followers_count, _followed_by(user_id)),
+        (User.followings_count, _followers_of(user_id)),
+    ):
+        await session.execute(
+            sa.update(User)
+            .where(User.id.in_(others.scalar_subquery()))
+            .values({counter: counter - 1})
+            .execution_options(synchronize_session=False)
+        )
+    for side in (Follow.follower_id, Follow.followed_id):
+        await session.execute(
+            sa.delete(Follow).where(side == user_id).execution_options(synchronize_session=False)
+        )

@@ -29,6 +29,9 @@ WINDOW = timedelta(days=WINDOW_DAYS)
 # A celebrity goes back to fanout only well below the threshold, so a user hovering around it does not
 # trigger a backfill on every clock-out.
 DOWNGRADE_RATIO = 0.9
+# Passes of a rename's re-rendering before it gives up (to a retry by the outbox) on an author renamed again
+# and again meanwhile.
+RERENDER_ATTEMPTS = 5
 
 
 def _deleted_entry(payload: dict[str, Any]) -> Entry | None:
@@ -39,8 +42,21 @@ def _deleted_entry(payload: dict[str, Any]) -> Entry | None:
     return repository.entry(uuid.UUID(payload["record_id"]), int(payload["duration"]), start)
 
 
+def _deleted_entries(payloads: list[dict[str, Any]]) -> list[tuple[uuid.UUID, Entry]]:
+    """(record, entry) of each completed record among a deleted account's."""
+    return [
+        (uuid.UUID(record["record_id"]), entry)
+        for record in payloads
+        if (entry := _deleted_entry(record)) is not None
+    ]
+
+
 class UnknownEvent(ValueError):
     pass
+
+
+class RenamedMeanwhile(RuntimeError):
+    """The author kept being renamed while their renderings were rewritten: the outbox tries again."""
 
 
 class Fanout:
@@ -61,15 +77,21 @@ class Fanout:
                 await self.follow_changed(
                     uuid.UUID(payload["follower_id"]), uuid.UUID(payload["followed_id"])
                 )
+            case EventKind.NAME_CHANGED:
+                await self.name_changed(uuid.UUID(payload["user_id"]))
+            case EventKind.ACCOUNT_DELETED:
+                await self.account_deleted(payload)
             case _:
                 raise UnknownEvent(f"unknown outbox event kind {kind!r}")
 
     async def apply_now(self, kind: str, payload: dict[str, Any]) -> None:
-        """What must be true before the actor's response is sent. A deletion only needs its tombstone (it
-        hides the record from every page); taking the entries out of every follower's timeline is left to
+        """What must be true before the actor's response is sent. A deletion only needs its tombstones (they
+        hide the records from every page); taking the entries out of every follower's timeline is left to
         the outbox."""
         if kind == EventKind.RECORD_DELETED:
             await self.forget_record(payload)
+        elif kind == EventKind.ACCOUNT_DELETED:
+            await self.forget_account(payload)
         else:
             await self.apply(kind, payload)
 
@@ -108,14 +130,60 @@ class Fanout:
 
     async def forget_record(self, payload: dict[str, Any]) -> None:
         if (entry := _deleted_entry(payload)) is not None:
-            await self.store.forget_record(uuid.UUID(payload["record_id"]), entry[0])
+            await self.store.forget_records([(uuid.UUID(payload["record_id"]), entry[0])])
 
     async def record_deleted(self, payload: dict[str, Any]) -> None:
         if (entry := _deleted_entry(payload)) is None:
             return  # an open record was never in any timeline
-        await self.store.forget_record(uuid.UUID(payload["record_id"]), entry[0])
+        await self.store.forget_records([(uuid.UUID(payload["record_id"]), entry[0])])
         # The tombstone already hides the record; this gives the memory back early.
         await self._fan_out(uuid.UUID(payload["user_id"]), [entry], active_since=None, remove=True)
+
+    async def name_changed(self, user_id: uuid.UUID) -> None:
+        """Render the author's records that a page can still reach again, with the name they have now.
+
+        Tombstones are kept (a deleted record never comes back), and a rendering stored later from an older
+        read never replaces these (``SET NX``). What remains is two of these handlers racing across two
+        renames: the one holding the older read may write last. So each one reads the name again after
+        writing, and writes again if it has moved: the last handler to finish wrote the newest name.
+        """
+        for _ in range(RERENDER_ATTEMPTS):
+            now = utcnow()
+            async with self.database.reader() as session:
+                rows = await repository.window_records(session, now - keys.REACH, authors=[user_id])
+            if not rows:
+                return  # nothing a page can show (or the account is gone)
+            await self.store.rerender([repository.rendering(row) for row in rows], now=now.timestamp())
+            async with self.database.reader() as session:
+                current = await repository.author(session, user_id)
+            if current is None or current == rows[0].author:
+                return  # gone since, or what was just written is the name as it is now
+        raise RenamedMeanwhile(f"user {user_id} was renamed again while their records were re-rendered")
+
+    async def forget_account(self, payload: dict[str, Any]) -> None:
+        """What a deleted account needs at once: tombstones for its records (every page skips them, celebrity
+        merges included), its own timeline gone, and its place in the celebrity set (processes reload their
+        snapshots of it)."""
+        user_id = uuid.UUID(payload["user_id"])
+        gone = _deleted_entries(payload["records"])
+        await self.store.forget_records((record_id, day) for record_id, (day, _) in gone)
+        now = utcnow()
+        await self.store.forget_reader(user_id, keys.bucket_days(now - keys.REACH, now))
+        if await self.store.is_celebrity(user_id):
+            await self.store.remove_celebrity(user_id)
+
+    async def account_deleted(self, payload: dict[str, Any]) -> None:
+        """``forget_account``, then the account's entries leave the timelines of a batch of its former
+        followers, which are marked to refuse that author for good (whatever a stale fanout still writes).
+        Followers since deleted, or inactive (their timelines are cold, rebuilt from SQL), are skipped."""
+        await self.forget_account(payload)
+        followers = [uuid.UUID(follower) for follower in payload["followers"]]
+        if not followers:
+            return
+        async with self.database.reader() as session:
+            readers = await repository.active_among(session, followers, since=utcnow() - self.active_for)
+        entries = [entry for _, entry in _deleted_entries(payload["records"])]
+        await self.store.forget_author(readers, uuid.UUID(payload["user_id"]), entries)
 
     async def follow_changed(self, follower_id: uuid.UUID, followed_id: uuid.UUID) -> None:
         """Merge the followee's week into the follower's timeline, or take it out: whichever the follow's

@@ -22,6 +22,8 @@ from functools import lru_cache
 
 PREFIX = "gn"
 WINDOW_DAYS = 7
+# How far back a page can reach: the window, pinned by a scroll's cursor up to a day older than now's.
+REACH = timedelta(days=WINDOW_DAYS + 1)
 # One hash tag for both, so they share a Cluster slot and can be deleted together.
 CELEBRITIES = f"{PREFIX}:{{celebs}}"
 # Present once the celebrity set has been (re)built from the database.
@@ -82,6 +84,11 @@ def rendering_key_of(raw_member: bytes) -> str:
 def follow_code(version: int, active: bool) -> int:
     """One number that orders a pair's follow changes and says whether the newest one is a follow (odd)."""
     return version * 2 + int(active)
+
+
+# The follow code of a deleted account, in each former follower's follow state: above any real one (versions
+# count a pair's follow changes), and even (unfollowed), so nothing ever adds that author's records again.
+AUTHOR_GONE = follow_code(2**51, active=False)
 
 
 def rebuild_lock_key(reader: uuid.UUID) -> str:

@@ -39,7 +39,7 @@ from goodnight.timeline.store import TimelineStore
 logger = logging.getLogger("goodnight.timeline")
 WINDOW = timedelta(days=keys.WINDOW_DAYS)
 # A scroll may pin a window up to a day older than now's; the celebrity snapshot covers that too.
-SNAPSHOT_SPAN = WINDOW + timedelta(days=1)
+SNAPSHOT_SPAN = keys.REACH
 # How often a reader's activity is written back to the database (it decides who gets fanout).
 SEEN_REFRESH_SECONDS = 3600
 # Candidates fetched beyond what the page needs, to absorb deleted records and the window's edge.

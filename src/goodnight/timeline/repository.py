@@ -125,6 +125,22 @@ async def followed_among(
     return frozenset(rows)
 
 
+async def author(session: AsyncSession, user_id: uuid.UUID) -> Author | None:
+    """The user as feed items show them, as they are now (None once deleted)."""
+    row = (await session.execute(sa.select(User.username, User.name).where(User.id == user_id))).first()
+    return None if row is None else Author(user_id, row.username, row.name)
+
+
+async def active_among(
+    session: AsyncSession, user_ids: Collection[uuid.UUID], *, since: datetime
+) -> list[uuid.UUID]:
+    """Which of ``user_ids`` still exist and were active since ``since`` (the readers fanout reaches)."""
+    rows = await session.scalars(
+        sa.select(User.id).where(User.id.in_(user_ids), User.last_active_at >= since).order_by(User.id)
+    )
+    return list(rows)
+
+
 async def celebrity_ids(session: AsyncSession, threshold: int) -> list[uuid.UUID]:
     return list(await session.scalars(sa.select(User.id).where(User.followers_count > threshold)))
 

@@ -1,8 +1,8 @@
 """Redis operations on timelines. Every call here is idempotent, so outbox redelivery is harmless.
 
 What a page read from Redis may trust, and what keeps it true without asking the database:
-* a reader's buckets only ever receive a followee's records through ``_ADD_ENTRIES`` or
-  ``_SET_FOLLOW_STATE``, which consult the reader's follow-state hash in the same atomic step: once an
+* a reader's buckets only ever receive a followee's records through ``scripts.ADD_ENTRIES`` or
+  ``scripts.SET_FOLLOW_STATE``, which consult the reader's follow-state hash in the same atomic step: once an
   unfollow is recorded there, no writer holding an older read of the follow graph can put that followee's
   records back;
 * a deleted record's rendering is overwritten with a tombstone, which renderings written later never replace
@@ -27,7 +27,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
 from goodnight.feed.render import TOMBSTONE
-from goodnight.timeline import keys
+from goodnight.timeline import keys, scripts
 from goodnight.timeline.redis_client import RedisClient
 
 Entry = tuple[date, bytes]  # (bucket day, member)
@@ -61,77 +61,6 @@ class PageRead:
     members: list[bytes]  # in feed order, without duplicates
     renderings: list[bytes | None]  # each member's stored rendering (None if missing)
     exhausted: bool  # True when nothing lies beyond the last member
-
-
-# KEYS[1] = marker, KEYS[2] = the key that must still exist; one reader's keys share a slot (Cluster-safe).
-# ARGV: seen, ttl, and the first follow version of a new marker ('' to leave the version alone).
-_MARK_IF_EXISTS = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'follows', ARGV[3]) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# One round trip for a page: the marker, then up to ARGV[2] members of each day bucket below the exclusive
-# bound ARGV[1] ('+' for none). The caller merges the buckets. KEYS[1] = marker; ARGV[3] = the reader's
-# bucket key prefix, ARGV[4] = the buckets' days (yyyymmdd, space-separated). The bucket keys are built here,
-# not passed: they share the marker's hash tag, hence its Cluster slot, and every argument costs the client.
-_READ = """
-local seen = redis.call('HGET', KEYS[1], 'seen')
-if not seen then return false end
-local result = {seen, redis.call('HGET', KEYS[1], 'follows') or '0'}
-for day in string.gmatch(ARGV[4], '%d+') do
-  local key = ARGV[3] .. day
-  result[#result + 1] = redis.call('ZRANGE', key, ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
-end
-return result
-"""
-
-# Fanout and rebuilds: add entries unless the reader's follow state says the author is unfollowed.
-# KEYS[1] = follow state, KEYS[2..] = buckets; ARGV[1..#KEYS-1] = each bucket's EXPIREAT, then
-# (author, bucket number, member) triples.
-_ADD_ENTRIES = """
-local buckets = #KEYS - 1
-local blocked = {}
-for i = buckets + 1, #ARGV, 3 do
-  local author = ARGV[i]
-  if blocked[author] == nil then
-    local code = redis.call('HGET', KEYS[1], author)
-    blocked[author] = code ~= false and tonumber(code) % 2 == 0
-  end
-  if not blocked[author] then
-    redis.call('ZADD', KEYS[tonumber(ARGV[i + 1]) + 1], 0, ARGV[i + 2])
-  end
-end
-for b = 1, buckets do redis.call('EXPIREAT', KEYS[b + 1], ARGV[b]) end
-return 0
-"""
-
-# A follow or unfollow, unless a newer change of the same pair was applied already: record it, then add or
-# remove the followee's entries, and move the marker's follow version if the state changed.
-# KEYS[1] = follow state, KEYS[2] = marker, KEYS[3..] = buckets; ARGV[1] = followee, ARGV[2] = follow code,
-# ARGV[3] = follow state TTL, ARGV[4..] = each bucket's EXPIREAT, then (bucket number, member) pairs.
-_SET_FOLLOW_STATE = """
-local code = tonumber(ARGV[2])
-local current = redis.call('HGET', KEYS[1], ARGV[1])
-if current and tonumber(current) > code then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-local buckets = #KEYS - 2
-local following = code % 2 == 1
-for i = buckets + 4, #ARGV, 2 do
-  local key = KEYS[tonumber(ARGV[i]) + 2]
-  if following then redis.call('ZADD', key, 0, ARGV[i + 1]) else redis.call('ZREM', key, ARGV[i + 1]) end
-end
-if following then
-  for b = 1, buckets do redis.call('EXPIREAT', KEYS[b + 2], ARGV[b + 3]) end
-end
-if (not current or tonumber(current) ~= code) and redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], 'follows', 1)
-end
-return 1
-"""
 
 
 def merge(candidates: Candidates, celebrity: list[bytes], count: int) -> tuple[list[bytes], bool]:
@@ -178,6 +107,16 @@ def _bucket_layout(reader: uuid.UUID, days: Iterable[date]) -> tuple[list[str], 
     )
 
 
+def _follow_state_call(
+    reader: uuid.UUID, followee: uuid.UUID, code: int, entries: Sequence[Entry]
+) -> tuple[list[Any], list[Any]]:
+    bucket_keys, expire_ats, number = _bucket_layout(reader, (day for day, _ in entries))
+    args: list[Any] = [followee.bytes, code, keys.FOLLOW_STATE_TTL_SECONDS, *expire_ats]
+    for day, member in entries:
+        args += [number[day], member]
+    return [keys.follow_state_key(reader), keys.marker_key(reader), *bucket_keys], args
+
+
 def _add_call(reader: uuid.UUID, entries: Sequence[AuthoredEntry]) -> tuple[list[Any], list[Any]]:
     bucket_keys, expire_ats, number = _bucket_layout(reader, (day for _, day, _ in entries))
     args: list[Any] = list(expire_ats)
@@ -189,10 +128,11 @@ def _add_call(reader: uuid.UUID, entries: Sequence[AuthoredEntry]) -> tuple[list
 class TimelineStore:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
-        self._mark_if_exists = redis.register_script(_MARK_IF_EXISTS)
-        self._read = redis.register_script(_READ)
-        self._add_entries = redis.register_script(_ADD_ENTRIES)
-        self._set_follow_state = redis.register_script(_SET_FOLLOW_STATE)
+        self._mark_if_exists = redis.register_script(scripts.MARK_IF_EXISTS)
+        self._read = redis.register_script(scripts.READ)
+        self._add_entries = redis.register_script(scripts.ADD_ENTRIES)
+        self._set_follow_state = redis.register_script(scripts.SET_FOLLOW_STATE)
+        self._rerender = redis.register_script(scripts.RERENDER)
 
     async def _run_pipelined(self, script: AsyncScript, calls: Sequence[tuple[list[Any], list[Any]]]) -> None:
         """Many calls of one script in one round trip; after a restart emptied Redis's script cache, load
@@ -245,12 +185,23 @@ class TimelineStore:
     ) -> bool:
         """Apply a follow (odd ``code``) or unfollow with the followee's window entries; False when a newer
         change of this pair is already there."""
-        bucket_keys, expire_ats, number = _bucket_layout(reader, (day for day, _ in entries))
-        args: list[Any] = [followee.bytes, code, keys.FOLLOW_STATE_TTL_SECONDS, *expire_ats]
-        for day, member in entries:
-            args += [number[day], member]
-        call_keys = [keys.follow_state_key(reader), keys.marker_key(reader), *bucket_keys]
+        call_keys, args = _follow_state_call(reader, followee, code, entries)
         return bool(await self._set_follow_state(keys=call_keys, args=args))
+
+    async def forget_author(
+        self, readers: Sequence[uuid.UUID], author: uuid.UUID, entries: Sequence[Entry]
+    ) -> None:
+        """A deleted account, for each reader who followed it: unfollowed with a code no follow change can
+        beat (so no stale fanout or follow ever puts its records back), its entries taken out. One round trip
+        for the batch."""
+        calls = [_follow_state_call(reader, author, keys.AUTHOR_GONE, entries) for reader in readers]
+        if calls:
+            await self._run_pipelined(self._set_follow_state, calls)
+
+    async def forget_reader(self, reader: uuid.UUID, days: Sequence[date]) -> None:
+        """A deleted account's own timeline: every key it has (they share a slot: one command)."""
+        reader_keys = [keys.marker_key(reader), keys.follow_state_key(reader), keys.rebuild_lock_key(reader)]
+        await self.redis.delete(*reader_keys, *(keys.bucket_key(reader, day) for day in days))
 
     async def read(
         self, reader: uuid.UUID, first: date, last: date, after: bytes | None, count: int
@@ -341,11 +292,29 @@ class TimelineStore:
             pipe.set(keys.rendering_key(record_id), rendering, nx=True, exat=keys.expire_at(day))
         await pipe.execute()
 
-    async def forget_record(self, record_id: uuid.UUID, day: date) -> None:
-        """A deleted record: its rendering becomes a tombstone, hiding it from every page at once. That
-        includes a celebrity's record still in the API processes' snapshots: pages fetch the renderings of
-        celebrity records too, so the snapshots need no reload (which would cost every process a query)."""
-        await self.redis.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
+    async def rerender(self, renderings: Sequence[Rendering], *, now: float) -> None:
+        """Replace renderings (their author was renamed), but never a deleted record's tombstone. Those whose
+        day has left every window (``now``, epoch seconds) are skipped: no page can reach them."""
+        calls = [
+            ([keys.rendering_key(record_id)], [rendering, keys.expire_at(day)])
+            for record_id, day, rendering in renderings
+            if keys.expire_at(day) > now
+        ]
+        if calls:
+            await self._run_pipelined(self._rerender, calls)
+
+    async def forget_records(self, records: Iterable[tuple[uuid.UUID, date]]) -> None:
+        """Deleted records (id, bucket day): each rendering becomes a tombstone, hiding the record from every
+        page at once. That includes a celebrity's records still in the API processes' snapshots: pages fetch
+        the renderings of celebrity records too, so the snapshots need no reload (which would cost every
+        process a query)."""
+        gone = list(records)
+        if not gone:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for record_id, day in gone:
+            pipe.set(keys.rendering_key(record_id), TOMBSTONE, exat=keys.expire_at(day))
+        await pipe.execute()
 
     async def renderings(self, members: Sequence[bytes]) -> tuple[bytes | None, list[bytes | None]]:
         """The celebrity version, and the rendering of each member's record (None if missing), in one round

@@ -14,7 +14,7 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goodnight.auth.passwords import Passwords
+from goodnight.auth.passwords import HashSlot, Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.auth.service import InvalidCredentials
 from goodnight.db import Database
@@ -25,6 +25,20 @@ from goodnight.users import repository
 class PasswordChangedMeanwhile(Conflict):
     code = "password_changed"
     default_message = "The password was changed by another request meanwhile; log in again."
+
+
+async def verified_hash(
+    database: Database, hashing: HashSlot, user_id: uuid.UUID, password: str, *, wrong: str
+) -> str:
+    """The user's password hash, once ``password`` is checked against it (``InvalidCredentials`` with the
+    message ``wrong`` otherwise). The hash is read in a session of its own, closed before Argon2 runs."""
+    async with database.reader() as reading:
+        stored = await repository.password_hash(reading, user_id)
+    if stored is None:  # a validly signed token for a user that no longer exists
+        raise Unauthorized("The bearer token refers to an unknown user.")
+    if not await hashing.verify(stored, password):
+        raise InvalidCredentials(wrong)
+    return stored
 
 
 async def change_password(
@@ -40,12 +54,9 @@ async def change_password(
     """Replace the password (``session`` commits it) and revoke every token issued before now."""
     # One hashing slot for both runs, taken first: a change refused for want of one has cost no query.
     async with passwords.slot() as hashing:
-        async with database.reader() as reading:
-            old_hash = await repository.password_hash(reading, user_id)
-        if old_hash is None:  # a validly signed token for a user that no longer exists
-            raise Unauthorized("The bearer token refers to an unknown user.")
-        if not await hashing.verify(old_hash, current):
-            raise InvalidCredentials("The current password is wrong.")
+        old_hash = await verified_hash(
+            database, hashing, user_id, current, wrong="The current password is wrong."
+        )
         new_hash = await hashing.hash(new)
     # Taken before the write: every token issued until now, this very millisecond included, is revoked with
     # the change; a login with the new password can only begin once the change has committed, later.

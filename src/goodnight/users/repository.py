@@ -108,6 +108,46 @@ async def lock_for_write(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -
     return {user.id: user for user in found}
 
 
+# Ids per locking query: every backend caps a statement's parameters (asyncpg at 32,767).
+LOCK_CHUNK = 1000
+
+
+async def lock_ids_for_write(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """``lock_for_write`` for any number of users, without loading them: the ids that exist, locked in id
+    order (a chunk per query, the chunks in order too)."""
+    ordered = sorted(set(user_ids))
+    locked: set[uuid.UUID] = set()
+    for at in range(0, len(ordered), LOCK_CHUNK):
+        chunk = ordered[at : at + LOCK_CHUNK]
+        locked.update(
+            await session.scalars(
+                sa.select(User.id).where(User.id.in_(chunk)).order_by(User.id).with_for_update()
+            )
+        )
+    return locked
+
+
+async def lock_if_free(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+    """Lock those of the users that nobody else holds, without waiting for the others (SKIP LOCKED): the
+    way to take a lock out of id order, which waiting could turn into a deadlock."""
+    wanted = sorted(set(user_ids))
+    locked: set[uuid.UUID] = set()
+    for at in range(0, len(wanted), LOCK_CHUNK):
+        query = sa.select(User.id).where(User.id.in_(wanted[at : at + LOCK_CHUNK]))
+        locked.update(await session.scalars(query.order_by(User.id).with_for_update(skip_locked=True)))
+    return locked
+
+
+async def delete(session: AsyncSession, user_id: uuid.UUID, *, password_hash: str) -> bool:
+    """Delete the user if their password hash is still ``password_hash`` (the one a request checked)."""
+    result = await session.execute(
+        sa.delete(User)
+        .where(User.id == user_id, User.password_hash == password_hash)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
 async def touch(session: AsyncSession, user_id: uuid.UUID) -> None:
     await session.execute(sa.update(User).where(User.id == user_id).values(last_active_at=utcnow()))
 

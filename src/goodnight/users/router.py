@@ -4,12 +4,27 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from goodnight.deps import AUTHENTICATED, CurrentUserId, ServicesDep, SessionDep, WriteSessionDep
+from goodnight.deps import (
+    AUTHENTICATED,
+    CurrentUserId,
+    EventsDep,
+    ServicesDep,
+    SessionDep,
+    WriteSessionDep,
+)
 from goodnight.errors import error_responses
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor
 from goodnight.models import User
-from goodnight.users import password, search, service
-from goodnight.users.schemas import USERNAME_PREFIX_PATTERN, PasswordChange, PeoplePage, UserCreate, UserOut
+from goodnight.users import deletion, password, search, service
+from goodnight.users.schemas import (
+    USERNAME_PREFIX_PATTERN,
+    AccountDeletion,
+    PasswordChange,
+    PeoplePage,
+    ProfileUpdate,
+    UserCreate,
+    UserOut,
+)
 
 public_router = APIRouter(prefix="/users", tags=["users"])
 router = APIRouter(prefix="/users", tags=["users"], dependencies=AUTHENTICATED)
@@ -53,6 +68,38 @@ async def find_people(
 @router.get("/me", response_model=UserOut, responses=error_responses(401))
 async def me(session: SessionDep, user_id: CurrentUserId) -> User:
     return await service.get_me(session, user_id)
+
+
+@router.patch("/me", response_model=UserOut, responses=error_responses(401, 413))
+async def update_me(
+    data: ProfileUpdate, session: WriteSessionDep, events: EventsDep, user_id: CurrentUserId
+) -> User:
+    """Change your name (`null` clears it). Your followers' feeds show the new one from their next page."""
+    return await service.rename(session, events, user_id, data.name)
+
+
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 409, 413),
+)
+async def delete_me(
+    data: AccountDeletion, session: WriteSessionDep, services: ServicesDep, user_id: CurrentUserId
+) -> Response:
+    """Delete your account, confirmed with your password: you, your sleep records and your follows both
+    ways. Your records leave your followers' feeds at once, your tokens are refused by every server within a
+    second, and your username is free for anyone to register."""
+    await deletion.delete_account(
+        services.database,
+        session,
+        services.passwords,
+        services.revocations,
+        services.events,
+        user_id,
+        password=data.password,
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.put(

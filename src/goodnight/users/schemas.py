@@ -15,17 +15,29 @@ USERNAME_PREFIX_PATTERN = r"^[A-Za-z0-9_]{1,30}$"
 NewPassword = Annotated[UnicodeText, Field(min_length=8, max_length=128)]
 # Loose, as at login: a long or odd attempt is simply a wrong password.
 GivenPassword = Annotated[UnicodeText, Field(max_length=1024)]
+NAME_MAX_LENGTH = 60
 
 
 class UserCreate(BaseModel):
     username: str = Field(pattern=USERNAME_PATTERN, description="3-30 letters, digits or underscores.")
     password: NewPassword
-    name: DisplayText | None = Field(default=None, max_length=60)
+    name: DisplayText | None = Field(default=None, max_length=NAME_MAX_LENGTH)
+
+
+class ProfileUpdate(BaseModel):
+    # Required, though it may be null: a body without it would change nothing, which is more likely a mistake.
+    name: DisplayText | None = Field(
+        max_length=NAME_MAX_LENGTH, description="The name others see (1-60 characters), or null for none."
+    )
 
 
 class PasswordChange(BaseModel):
     current_password: GivenPassword
     new_password: NewPassword
+
+
+class AccountDeletion(BaseModel):
+    password: GivenPassword = Field(description="Your password, to confirm.")
 
 
 class UserSummary(Schema):

@@ -7,6 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.auth.passwords import Passwords
 from goodnight.errors import Conflict, NotFound, Unauthorized
+from goodnight.jobs.events import Events
+from goodnight.jobs.outbox import EventKind
 from goodnight.kit.ids import parse_id
 from goodnight.models import User
 from goodnight.users import repository
@@ -52,4 +54,17 @@ async def get_me(session: AsyncSession, user_id: uuid.UUID) -> User:
     user = await repository.get(session, user_id)
     if user is None:  # a validly signed token for a user that no longer exists
         raise Unauthorized("The bearer token refers to an unknown user.")
+    return user
+
+
+async def rename(session: AsyncSession, events: Events, user_id: uuid.UUID, name: str | None) -> User:
+    """Set (or, with None, clear) the user's name. Feed items carry it: the SQL feed reads it with every
+    page, and the Redis timelines' stored items are rendered again, before the response is sent."""
+    user = (await repository.lock_for_write(session, {user_id})).get(user_id)
+    if user is None:  # a validly signed token for a user that no longer exists
+        raise Unauthorized("The bearer token refers to an unknown user.")
+    if user.name != name:
+        user.name = name
+        await session.flush()
+        await events.publish(session, EventKind.NAME_CHANGED, {"user_id": str(user_id)}, apply_now=True)
     return user

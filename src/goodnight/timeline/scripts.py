@@ -1,0 +1,87 @@
+"""The Lua scripts of the Redis timelines (see ``store``, which runs them).
+
+Each runs atomically and touches one reader's keys only (they share a hash tag, hence a Cluster slot), or
+one key.
+"""
+
+from __future__ import annotations
+
+# KEYS[1] = marker, KEYS[2] = the key that must still exist; one reader's keys share a slot (Cluster-safe).
+# ARGV: seen, ttl, and the first follow version of a new marker ('' to leave the version alone).
+MARK_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'follows', ARGV[3]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# One round trip for a page: the marker, then up to ARGV[2] members of each day bucket below the exclusive
+# bound ARGV[1] ('+' for none). The caller merges the buckets. KEYS[1] = marker; ARGV[3] = the reader's
+# bucket key prefix, ARGV[4] = the buckets' days (yyyymmdd, space-separated). The bucket keys are built here,
+# not passed: they share the marker's hash tag, hence its Cluster slot, and every argument costs the client.
+READ = """
+local seen = redis.call('HGET', KEYS[1], 'seen')
+if not seen then return false end
+local result = {seen, redis.call('HGET', KEYS[1], 'follows') or '0'}
+for day in string.gmatch(ARGV[4], '%d+') do
+  local key = ARGV[3] .. day
+  result[#result + 1] = redis.call('ZRANGE', key, ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
+end
+return result
+"""
+
+# Fanout and rebuilds: add entries unless the reader's follow state says the author is unfollowed.
+# KEYS[1] = follow state, KEYS[2..] = buckets; ARGV[1..#KEYS-1] = each bucket's EXPIREAT, then
+# (author, bucket number, member) triples.
+ADD_ENTRIES = """
+local buckets = #KEYS - 1
+local blocked = {}
+for i = buckets + 1, #ARGV, 3 do
+  local author = ARGV[i]
+  if blocked[author] == nil then
+    local code = redis.call('HGET', KEYS[1], author)
+    blocked[author] = code ~= false and tonumber(code) % 2 == 0
+  end
+  if not blocked[author] then
+    redis.call('ZADD', KEYS[tonumber(ARGV[i + 1]) + 1], 0, ARGV[i + 2])
+  end
+end
+for b = 1, buckets do redis.call('EXPIREAT', KEYS[b + 1], ARGV[b]) end
+return 0
+"""
+
+# A follow or unfollow, unless a newer change of the same pair was applied already: record it, then add or
+# remove the followee's entries, and move the marker's follow version if the state changed.
+# KEYS[1] = follow state, KEYS[2] = marker, KEYS[3..] = buckets; ARGV[1] = followee, ARGV[2] = follow code,
+# ARGV[3] = follow state TTL, ARGV[4..] = each bucket's EXPIREAT, then (bucket number, member) pairs.
+SET_FOLLOW_STATE = """
+local code = tonumber(ARGV[2])
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) > code then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local buckets = #KEYS - 2
+local following = code % 2 == 1
+for i = buckets + 4, #ARGV, 2 do
+  local key = KEYS[tonumber(ARGV[i]) + 2]
+  if following then redis.call('ZADD', key, 0, ARGV[i + 1]) else redis.call('ZREM', key, ARGV[i + 1]) end
+end
+if following then
+  for b = 1, buckets do redis.call('EXPIREAT', KEYS[b + 2], ARGV[b + 3]) end
+end
+if (not current or tonumber(current) ~= code) and redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'follows', 1)
+end
+return 1
+"""
+
+# An author renamed: replace a record's rendering, unless it is a deleted record's tombstone (an empty
+# string). A missing one is written too, so that a fanout or rebuild that read the old name and stores its
+# rendering later (SET NX) finds the key taken. KEYS[1] = the rendering; ARGV[1] = the new rendering,
+# ARGV[2] = its EXPIREAT.
+RERENDER = """
+if redis.call('GET', KEYS[1]) == '' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
+return 1
+"""
