@@ -15,6 +15,7 @@ from sqlalchemy.pool import QueuePool
 
 from goodnight.auth.passwords import HashSlot
 from goodnight.deps import Services
+from goodnight.middleware import MAX_BODY_BYTES
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.socials import repository as follows
 from goodnight.users import repository as users
@@ -198,6 +199,15 @@ async def test_a_malformed_body_is_422_and_deletes_nothing(
     assert_validation_error(response, field)
     assert (await rows_of(services, alice))["users"] == 1
     await assert_accepted(api, alice)
+
+
+async def test_a_body_past_the_limit_is_413_and_deletes_nothing(api: Api, services: Services) -> None:
+    alice = await api.register("alice")
+    body = orjson.dumps({"password": "x" * (MAX_BODY_BYTES + 1)})
+    headers = {**alice.headers, "Content-Type": "application/json"}
+    response = await api.client.request("DELETE", "/users/me", content=body, headers=headers)
+    assert_error(response, 413, "payload_too_large")
+    assert (await rows_of(services, alice))["users"] == 1
 
 
 async def test_a_password_changed_while_it_was_checked_is_409_and_deletes_nothing(

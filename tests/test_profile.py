@@ -14,6 +14,7 @@ from goodnight.feed.render import TOMBSTONE
 from goodnight.feed.repository import Author
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
+from goodnight.middleware import MAX_BODY_BYTES
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.redis_client import Breaker
@@ -115,6 +116,15 @@ async def test_a_malformed_body_is_422_and_changes_nothing(api: Api, body: Any, 
     content = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
     response = await api.client.patch("/users/me", content=content, headers=headers)
     assert_validation_error(response, field)
+    assert (await me(api, alice))["name"] == "Alice"
+
+
+async def test_a_body_past_the_limit_is_413_and_changes_nothing(api: Api) -> None:
+    alice = await api.register("alice", name="Alice")
+    body = orjson.dumps({"name": "n" * (MAX_BODY_BYTES + 1)})
+    headers = {**alice.headers, "Content-Type": "application/json"}
+    response = await api.client.patch("/users/me", content=body, headers=headers)
+    assert_error(response, 413, "payload_too_large")
     assert (await me(api, alice))["name"] == "Alice"
 
 
