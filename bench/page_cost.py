@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 import uvloop
+from gnbench.asgi import get_scope
 
 from goodnight.config import get_settings
 from goodnight.feed.render import PageItem
@@ -28,26 +29,6 @@ from goodnight.kit.clock import utcnow
 from goodnight.main import create_app
 from goodnight.timeline import keys
 from goodnight.timeline.reader import PageRequest
-
-
-def _scope(path: str, token: str | None = None) -> dict[str, Any]:
-    headers = [(b"host", b"bench")]
-    if token is not None:
-        headers.append((b"authorization", b"Bearer " + token.encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-    }
 
 
 async def _call(app: Any, scope: dict[str, Any]) -> None:
@@ -79,8 +60,8 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         if services.timeline is None:
             raise SystemExit("GOODNIGHT_REDIS_URL is not set: there is no Redis page to measure")
         reader, store = services.timeline.reader, services.timeline.store
-        feed = _scope("/api/v1/sleep_records/followings", services.tokens.issue(reader_id).token)
-        health = _scope("/api/v1/health")
+        feed = get_scope("/api/v1/sleep_records/followings", services.tokens.issue(reader_id).token)
+        health = get_scope("/api/v1/health")
         for _ in range(3):  # the first reads may build the timeline and load the celebrity snapshot
             await _call(app, feed)
             await reader.drain_background()

@@ -32,6 +32,7 @@ from typing import Any
 
 import redis
 import uvloop
+from gnbench.asgi import get_scope
 from redis.asyncio import Redis
 
 from goodnight.config import Settings
@@ -105,26 +106,6 @@ def settings(**overrides: Any) -> Settings:
     return Settings(**values)
 
 
-def scope(path: str, token: str | None, client: str) -> dict[str, Any]:
-    headers = [(b"host", b"bench")]
-    if token is not None:
-        headers.append((b"authorization", f"Bearer {token}".encode()))
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": (client, 1),
-        "server": ("127.0.0.1", 80),
-    }
-
-
 def in_turn(items: list[Any]) -> Callable[[], Any]:
     counter = itertools.count()
     return lambda: items[next(counter) % len(items)]
@@ -146,8 +127,8 @@ async def app_rows(label: str, overrides: dict[str, Any], calls: int) -> list[tu
                 statuses.append(message["status"])
 
         for name, requests, status in (
-            ("401, anonymous", [scope("/api/v1/users/me", None, address) for address in addresses], 401),
-            ("404, with a token", [scope("/api/v1/nothing", token, "10.1.0.1") for token in tokens], 404),
+            ("401, anonymous", [get_scope("/api/v1/users/me", None, address) for address in addresses], 401),
+            ("404, with a token", [get_scope("/api/v1/nothing", token, "10.1.0.1") for token in tokens], 404),
         ):
             next_request = in_turn(requests)
 

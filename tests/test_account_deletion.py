@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from tests.support.databases import TestDatabase
 from tests.support.envelope import assert_error, assert_validation_error
 from tests.support.processes import clean_env, serving
 from tests.support.worker_sockets import one_client_per_worker
-from tests.test_account import assert_accepted, assert_refused, gated_api
+from tests.test_account import assert_accepted, assert_refused, gated_api, some_refused_at_the_gate
 from tests.test_concurrency import assert_counters_exact, listed_ids
 from tests.test_revocation import (
     BOUND_S,
@@ -257,19 +256,7 @@ async def test_deletions_beyond_the_hash_gate_are_503_overloaded_and_delete_noth
     database: TestDatabase,
 ) -> None:
     async with gated_api(database) as api:
-        people = [await api.register(f"sleeper{number}") for number in range(4)]
-        responses = await asyncio.gather(*(api.delete_account(person) for person in people))
-        refused = [
-            person for person, response in zip(people, responses, strict=True) if response.status_code == 503
-        ]
-        assert refused, [response.status_code for response in responses]
-        for person, response in zip(people, responses, strict=True):
-            if person in refused:
-                assert_error(response, 503, "overloaded")
-                assert int(response.headers["retry-after"]) >= 1
-                await assert_accepted(api, person)
-            else:
-                assert_deleted(response)
+        refused = await some_refused_at_the_gate(api, Api.delete_account, assert_deleted)
         assert_deleted(await api.delete_account(refused[0]))
 
 
