@@ -267,21 +267,21 @@ async def test_someone_who_followed_between_the_first_read_and_the_locks_is_lock
     api: Api, services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     alice, others = await a_life(api)
-    counterparts = follows.counterparts
+    around = follows.around
     lock_if_free = users.lock_if_free
-    reads: list[set[uuid.UUID]] = []
+    reads: list[follows.Around] = []
     tries: list[set[uuid.UUID]] = []
 
-    async def first_read_misses_everyone(session: Any, user_id: uuid.UUID) -> set[uuid.UUID]:
-        found = await counterparts(session, user_id)
+    async def first_read_misses_everyone(session: Any, user_id: uuid.UUID) -> follows.Around:
+        found = await around(session, user_id)
         reads.append(found)
-        return set() if len(reads) == 1 else found
+        return follows.Around([], []) if len(reads) == 1 else found
 
     async def taken_the_first_time(session: Any, user_ids: Any) -> set[uuid.UUID]:
         tries.append(set(user_ids))
         return set() if len(tries) == 1 else await lock_if_free(session, user_ids)
 
-    monkeypatch.setattr(follows, "counterparts", first_read_misses_everyone)
+    monkeypatch.setattr(follows, "around", first_read_misses_everyone)
     monkeypatch.setattr(users, "lock_if_free", taken_the_first_time)
     assert_deleted(await api.delete_account(alice))
     # The first attempt found three people it had not locked, could not lock them without waiting, and
@@ -299,12 +299,13 @@ async def test_followers_arriving_faster_than_the_locks_is_503_and_deletes_nothi
 ) -> None:
     alice, others = await a_life(api)
     before = await rows_of(services, alice)
-    counterparts = follows.counterparts
+    around = follows.around
 
-    async def always_someone_new(session: Any, user_id: uuid.UUID) -> set[uuid.UUID]:
-        return await counterparts(session, user_id) | {uuid.uuid4()}
+    async def always_someone_new(session: Any, user_id: uuid.UUID) -> follows.Around:
+        found = await around(session, user_id)
+        return follows.Around([*found.followers, uuid.uuid4()], found.followings)
 
-    monkeypatch.setattr(follows, "counterparts", always_someone_new)
+    monkeypatch.setattr(follows, "around", always_someone_new)
     response = await api.delete_account(alice)
     monkeypatch.undo()
     assert_error(response, 503, "service_unavailable")

@@ -10,6 +10,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from goodnight.feed.render import TOMBSTONE
+from goodnight.jobs import outbox
 from goodnight.jobs.outbox import EventKind
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
@@ -63,7 +64,8 @@ async def test_the_records_leave_every_feed_on_the_next_page_and_the_timelines_e
     assert_deleted(await timeline_api.delete_account(author))
     # No worker has run: the tombstones alone hide the records, from Redis, on every reader's next page.
     events = [row.kind for row in await outbox_rows(timeline.fanout.database)]
-    assert events == [EventKind.ACCOUNT_DELETED] * -(-len(readers) // 2)  # a batch of two followers each
+    batches = -(-len(readers) // 2)  # of two followers each
+    assert events == [EventKind.ACCOUNT_DELETED] + [EventKind.DELETED_ACCOUNT_FOLLOWERS] * batches
     for record in gone:
         assert await rendering_of(timeline, record) == TOMBSTONE
     for reader in readers:
@@ -166,3 +168,32 @@ async def test_the_username_is_free_again_and_the_newcomer_inherits_nothing_in_r
     await warm(timeline_api, timeline, newcomer)
     assert await same_feed(api, timeline_api, timeline, newcomer) == []
     await assert_timelines_exact(timeline, [reader, newcomer])
+
+
+async def test_the_followers_batches_still_waiting_count_as_no_lag(
+    api: Api, timeline_api: Api, timeline: Timeline
+) -> None:
+    author = await timeline_api.register()
+    readers = [await timeline_api.register() for _ in range(3)]
+    for reader in readers:
+        await timeline_api.follow(reader, author)
+    await warm(timeline_api, timeline, *readers)
+    await night(timeline_api, author, 1, 8)
+    await timeline.worker.drain()
+    assert_deleted(await timeline_api.delete_account(author))
+    database = timeline.fanout.database
+    first, *batches = await outbox_rows(database)
+    assert first.kind == EventKind.ACCOUNT_DELETED
+    assert [batch.kind for batch in batches] == [EventKind.DELETED_ACCOUNT_FOLLOWERS]
+    async with database.writer() as session:
+        assert await outbox.oldest_pending_age(session) is not None  # the tombstones' event counts
+        await timeline.fanout.apply(first.kind, first.payload)
+        await outbox.complete(session, [first.id])
+        await session.commit()
+    async with database.reader() as session:
+        # Only the followers' batch waits, and pages are exact without it: the timelines are not behind.
+        assert await outbox.oldest_pending_age(session) is None
+    for reader in readers:
+        assert await same_feed(api, timeline_api, timeline, reader) == []
+    await timeline.worker.drain()
+    await assert_timelines_exact(timeline, readers)

@@ -146,20 +146,20 @@ async def test_followers_arriving_while_the_deletion_looks_around_are_counted_ou
     victim, early = await api.register(), await api.register()
     fans = [await api.register() for _ in range(4)]
     await api.follow(early, victim)
-    counterparts = follows.counterparts
+    around = follows.around
     calls = 0
 
-    async def fans_arrive_meanwhile(session: AsyncSession, user_id: uuid.UUID) -> set[uuid.UUID]:
+    async def fans_arrive_meanwhile(session: AsyncSession, user_id: uuid.UUID) -> follows.Around:
         # Between the first look around (no locks yet) and the locks, four follows commit.
         nonlocal calls
         calls += 1
-        found = await counterparts(session, user_id)
+        found = await around(session, user_id)
         if calls == 1:
             for fan in fans:
                 await api.follow(fan, victim)
         return found
 
-    monkeypatch.setattr(follows, "counterparts", fans_arrive_meanwhile)
+    monkeypatch.setattr(follows, "around", fans_arrive_meanwhile)
     assert (await api.delete_account(victim)).status_code == 204
     assert calls == 2  # locked at the first attempt: none of the newcomers was busy
     assert await rows_of(services, victim) == NOTHING

@@ -29,6 +29,12 @@ class EventKind(StrEnum):
     UNFOLLOWED = "unfollowed"
     NAME_CHANGED = "name_changed"
     ACCOUNT_DELETED = "account_deleted"
+    DELETED_ACCOUNT_FOLLOWERS = "deleted_account_followers"
+
+
+# Events that leave every page exact however late they are applied (what they clean up is hidden already),
+# so they do not count as lag: a deleted account with many followers keeps the timelines served from Redis.
+LAG_FREE = (EventKind.DELETED_ACCOUNT_FOLLOWERS.value,)
 
 
 async def enqueue(session: AsyncSession, kind: EventKind, payload: dict[str, Any]) -> None:
@@ -130,10 +136,11 @@ async def release(session: AsyncSession, event: Claimed, error: str, *, delay: t
 
 
 async def oldest_pending_age(session: AsyncSession) -> float | None:
-    """Seconds since the oldest event still waiting was written; None when the outbox is caught up."""
+    """Seconds since the oldest event still waiting was written (``LAG_FREE`` ones aside); None when the
+    outbox is caught up."""
     oldest = await session.scalar(
         sa.select(OutboxEvent.created_at)
-        .where(OutboxEvent.dead_at.is_(None))
+        .where(OutboxEvent.dead_at.is_(None), OutboxEvent.kind.not_in(LAG_FREE))
         .order_by(OutboxEvent.id)
         .limit(1)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -64,14 +65,31 @@ def _followers_of(user_id: uuid.UUID) -> sa.Select[uuid.UUID]:
     return sa.select(Follow.follower_id).where(Follow.followed_id == user_id, Follow.active.is_(True))
 
 
-async def counterparts(session: AsyncSession, user_id: uuid.UUID) -> set[uuid.UUID]:
-    """Everyone the user follows or is followed by: whose counters the user's follows are part of."""
-    return set(await session.scalars(sa.union(_followed_by(user_id), _followers_of(user_id))))
+@dataclass(frozen=True, slots=True)
+class Around:
+    """The people a user's follows connect them to, in id order: whose counters those follows are part of."""
+
+    followers: list[uuid.UUID]
+    followings: list[uuid.UUID]
+
+    @property
+    def everyone(self) -> set[uuid.UUID]:
+        return {*self.followers, *self.followings}
 
 
-async def follower_ids(session: AsyncSession, user_id: uuid.UUID) -> list[uuid.UUID]:
-    """The user's current followers, in id order."""
-    return list(await session.scalars(_followers_of(user_id).order_by(Follow.follower_id)))
+async def around(session: AsyncSession, user_id: uuid.UUID) -> Around:
+    """Everyone who follows the user, and everyone the user follows (one query)."""
+    rows = await session.execute(
+        sa.union_all(
+            _followers_of(user_id).add_columns(sa.literal(True).label("follows_them")),
+            _followed_by(user_id).add_columns(sa.literal(False).label("follows_them")),
+        )
+    )
+    followers: list[uuid.UUID] = []
+    followings: list[uuid.UUID] = []
+    for other, follows_them in rows:
+        (followers if follows_them else followings).append(other)
+    return Around(sorted(followers), sorted(followings))
 
 
 async def drop_all_of(session: AsyncSession, user_id: uuid.UUID) -> None:

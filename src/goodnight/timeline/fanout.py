@@ -80,7 +80,9 @@ class Fanout:
             case EventKind.NAME_CHANGED:
                 await self.name_changed(uuid.UUID(payload["user_id"]))
             case EventKind.ACCOUNT_DELETED:
-                await self.account_deleted(payload)
+                await self.forget_account(payload)
+            case EventKind.DELETED_ACCOUNT_FOLLOWERS:
+                await self.forget_author(payload)
             case _:
                 raise UnknownEvent(f"unknown outbox event kind {kind!r}")
 
@@ -172,14 +174,12 @@ class Fanout:
         if await self.store.is_celebrity(user_id):
             await self.store.remove_celebrity(user_id)
 
-    async def account_deleted(self, payload: dict[str, Any]) -> None:
-        """``forget_account``, then the account's entries leave the timelines of a batch of its former
-        followers, which are marked to refuse that author for good (whatever a stale fanout still writes).
-        Followers since deleted, or inactive (their timelines are cold, rebuilt from SQL), are skipped."""
-        await self.forget_account(payload)
+    async def forget_author(self, payload: dict[str, Any]) -> None:
+        """A deleted account's entries leave the timelines of a batch of its former followers, which are
+        marked to refuse that author for good (whatever a stale fanout or follow still writes). Followers
+        since deleted, or inactive (their timelines are cold, rebuilt from SQL), are skipped. Pages are exact
+        without this (the tombstones hide the entries): it gives the memory back, and guards."""
         followers = [uuid.UUID(follower) for follower in payload["followers"]]
-        if not followers:
-            return
         async with self.database.reader() as session:
             readers = await repository.active_among(session, followers, since=utcnow() - self.active_for)
         entries = [entry for _, entry in _deleted_entries(payload["records"])]

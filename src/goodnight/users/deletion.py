@@ -8,11 +8,11 @@ does). Then, in the request's transaction:
 2. the follows go (the counters on the other side put right), then the records, then the user, but only if
    the password is still the one checked;
 3. every token of the user is revoked, in the same transaction;
-4. ``ACCOUNT_DELETED`` events go to the outbox. The first is also applied before the response is sent: its
+4. an ``ACCOUNT_DELETED`` event goes to the outbox, and is also applied before the response is sent: the
    records' renderings become tombstones, so every reader's next page skips them, and the user's own
-   timeline is dropped. Taking the records out of every former follower's timeline is left to the outbox:
-   the events carry the followers (the follow rows are gone, so no handler could read them any more), a
-   batch per event.
+   timeline is dropped. Taking the records out of every former follower's timeline is left to
+   ``DELETED_ACCOUNT_FOLLOWERS`` events, which carry the followers (the follow rows are gone, so no handler
+   could read them any more), a batch per event; pages are exact meanwhile, so they count as no lag.
 """
 
 from __future__ import annotations
@@ -65,10 +65,9 @@ async def delete_account(
     """Delete the user and everything of theirs (``session`` commits it), and refuse their tokens."""
     async with passwords.slot() as hashing:
         checked = await verified_hash(database, hashing, user_id, password, wrong="The password is wrong.")
-    await _lock_with_counterparts(session, user_id)
     # Under the user's lock nothing of theirs can change: no record, no follow either way.
+    followers = (await _lock_with_counterparts(session, user_id)).followers
     gone = await records.completed_since_by(session, user_id, utcnow() - REACH)
-    followers = await follows.follower_ids(session, user_id)
     await follows.drop_all_of(session, user_id)
     await records.delete_all_of(session, user_id)
     if not await users.delete(session, user_id, password_hash=checked):
@@ -77,8 +76,8 @@ async def delete_account(
     await _publish(session, events, user_id, gone, followers)
 
 
-async def _lock_with_counterparts(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Lock the user and everyone they follow or are followed by, in id order.
+async def _lock_with_counterparts(session: AsyncSession, user_id: uuid.UUID) -> follows.Around:
+    """Lock the user and everyone they follow or are followed by, in id order; returns who those are.
 
     Who those are is read before the locks are taken, so a follow that commits in between brings someone
     not locked. Once the user is locked, no follow involving them can change: the list read again then is
@@ -86,16 +85,17 @@ async def _lock_with_counterparts(session: AsyncSession, user_id: uuid.UUID) -> 
     holding higher ones could close a cycle with their own writes. Otherwise the transaction starts over
     (nothing is written yet) with the newcomers in the list.
     """
-    around = await follows.counterparts(session, user_id)
+    wanted = (await follows.around(session, user_id)).everyone
     for _ in range(LOCK_ATTEMPTS):
-        locked = await users.lock_ids_for_write(session, {user_id, *around})
+        locked = await users.lock_ids_for_write(session, {user_id, *wanted})
         if user_id not in locked:  # a validly signed token for a user that no longer exists
             raise Unauthorized("The bearer token refers to an unknown user.")
-        around = await follows.counterparts(session, user_id)
-        late = around - locked
+        final = await follows.around(session, user_id)
+        late = final.everyone - locked
         if not late or await users.lock_if_free(session, late) == late:
-            return
+            return final
         await session.rollback()
+        wanted = final.everyone
     raise AccountBusy()
 
 
@@ -107,9 +107,7 @@ async def _publish(
     followers: list[uuid.UUID],
 ) -> None:
     account = {"user_id": str(user_id), "records": [deleted_record(record) for record in gone]}
-    size = FOLLOWERS_PER_EVENT
-    batches = [followers[at : at + size] for at in range(0, len(followers), size)] or [[]]
-    for number, batch in enumerate(batches):
-        payload = {**account, "followers": [str(follower) for follower in batch]}
-        # Once is enough inline: the tombstones and the user's own keys are the same in every batch.
-        await events.publish(session, EventKind.ACCOUNT_DELETED, payload, apply_now=number == 0)
+    await events.publish(session, EventKind.ACCOUNT_DELETED, account, apply_now=True)
+    for at in range(0, len(followers), FOLLOWERS_PER_EVENT):
+        batch = [str(follower) for follower in followers[at : at + FOLLOWERS_PER_EVENT]]
+        await events.publish(session, EventKind.DELETED_ACCOUNT_FOLLOWERS, {**account, "followers": batch})
