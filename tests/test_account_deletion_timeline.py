@@ -7,7 +7,6 @@ import uuid
 from typing import Any
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from goodnight.feed.render import TOMBSTONE
 from goodnight.jobs import outbox
@@ -18,7 +17,7 @@ from goodnight.timeline.redis_client import Breaker
 from goodnight.timeline.runtime import Timeline
 from goodnight.users import deletion
 from tests.support.api import Api, Member
-from tests.support.outbox import outbox_rows, redis_timelines, sql_timelines
+from tests.support.outbox import outbox_rows, redis_away_inline, redis_timelines, sql_timelines
 from tests.test_account_deletion import assert_deleted
 from tests.test_timeline import night, same_feed, uuid_of, warm
 from tests.test_timeline_races import entry_of
@@ -134,10 +133,7 @@ async def test_a_deletion_redis_misses_reaches_the_timelines_through_the_outbox(
     record = await night(timeline_api, author, 1, 8)
     await timeline.worker.drain()
 
-    async def redis_away(fanout: Fanout, kind: str, payload: dict[str, Any]) -> None:
-        raise RedisConnectionError("Redis is away")
-
-    monkeypatch.setattr(Fanout, "apply_now", redis_away)
+    monkeypatch.setattr(Fanout, "apply_now", redis_away_inline)
     assert_deleted(await timeline_api.delete_account(author))  # the deletion never depends on Redis
     monkeypatch.undo()
     # Meanwhile the feed comes from SQL (the breaker); the outbox then writes the tombstones and the rest.

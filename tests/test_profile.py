@@ -8,7 +8,6 @@ from typing import Any
 
 import orjson
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from goodnight.feed.render import TOMBSTONE
 from goodnight.feed.repository import Author
@@ -22,7 +21,7 @@ from goodnight.timeline.runtime import Timeline
 from goodnight.timeline.store import TimelineStore
 from tests.support.api import Api, Member
 from tests.support.envelope import assert_error, assert_validation_error
-from tests.support.outbox import outbox_rows
+from tests.support.outbox import outbox_rows, redis_away_inline
 from tests.test_timeline import night, same_feed, uuid_of, warm
 from tests.test_users import BAD_NAMES, assert_user
 
@@ -270,10 +269,7 @@ async def test_a_rename_redis_misses_reaches_the_timelines_through_the_outbox(
     record = await night(timeline_api, author, 1, 8)
     await timeline.worker.drain()
 
-    async def redis_away(fanout: Fanout, kind: str, payload: dict[str, Any]) -> None:
-        raise RedisConnectionError("Redis is away")
-
-    monkeypatch.setattr(Fanout, "apply_now", redis_away)
+    monkeypatch.setattr(Fanout, "apply_now", redis_away_inline)
     await renamed(timeline_api, author, "New")  # the rename itself never depends on Redis
     monkeypatch.undo()
     # Meanwhile the feed came from SQL (the breaker), with the new name; then the outbox applies it.

@@ -9,6 +9,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from goodnight.db import Database
 from goodnight.kit.clock import utcnow
@@ -139,3 +140,9 @@ def duplicates(entries: Iterable[Placed]) -> dict[uuid.UUID, int]:
     for _, member in entries:
         seen[record_id_of(member)] += 1
     return {record_id: count for record_id, count in seen.items() if count > 1}
+
+
+async def redis_away_inline(fanout: object, kind: str, payload: dict[str, Any]) -> None:
+    """Stands in for ``Fanout.apply_now`` while Redis is away: the write's inline apply fails, and only the
+    outbox can bring its event to the timelines."""
+    raise RedisConnectionError("Redis is away")
