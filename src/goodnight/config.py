@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from goodnight.ratelimit.client_ip import parse_networks
 from goodnight.ratelimit.policies import parse_limits
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     # How long a request waits for a free database connection before it is refused with 503.
     database_pool_timeout_seconds: float = Field(default=3.0, gt=0)
+    # Read replicas of the primary (comma-separated URLs, PostgreSQL): reads that tolerate a moment's
+    # staleness go to them, a user's own writes excepted (docs/operations.md, "Read replicas").
+    database_replica_urls: str = ""
+    # A replica further behind than this is skipped until it catches up.
+    replica_max_lag_seconds: float = Field(default=2.0, gt=0)
 
     # --- The edge: abuse limits and backpressure (docs/operations.md) ---
     # ``off`` switches every rate limit off (benchmarks, load tests); on by default in every environment.
@@ -125,6 +131,26 @@ class Settings(BaseSettings):
             "anonymous": self.rate_limit_anonymous,
             "user": self.rate_limit_user,
         }
+
+    @model_validator(mode="after")
+    def _replicas_share_the_primary_backend(self) -> Settings:
+        for url in self.replica_url_list:
+            try:
+                backend = make_url(url).get_backend_name()
+            except ArgumentError as exc:
+                message = f"GOODNIGHT_DATABASE_REPLICA_URLS: not a database URL: {exc}"
+                raise ConfigurationError(message) from None
+            if backend != "postgresql" or make_url(self.database_url).get_backend_name() != "postgresql":
+                # Read-your-writes compares WAL positions, which only PostgreSQL's replicas report here.
+                raise ConfigurationError(
+                    "GOODNIGHT_DATABASE_REPLICA_URLS: read replicas need PostgreSQL, for the primary and "
+                    "every replica"
+                )
+        return self
+
+    @property
+    def replica_url_list(self) -> list[str]:
+        return _comma_separated(self.database_replica_urls)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -125,8 +126,21 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+class ReadRouting(Protocol):
+    """Where reads go when read replicas are configured (``goodnight.replicas``)."""
+
+    def session(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncSession]: ...
+
+    async def wrote(self, user_id: uuid.UUID) -> None: ...
+
+
 class Database:
-    """The engine plus two session factories: one for reads, one for requests that write."""
+    """The engine plus two session factories: one for reads, one for requests that write.
+
+    ``reader`` and ``writer`` always reach the primary. ``read_session`` is for reads that tolerate a moment's
+    staleness: with replicas configured (``routing``), it may be served by one, the reader's own writes
+    excepted.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.engine = create_engine(settings)
@@ -134,6 +148,13 @@ class Database:
         writer_engine = self.engine.execution_options(**{SQLITE_IMMEDIATE: True})
         self.reader = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.writer = async_sessionmaker(writer_engine, expire_on_commit=False, autoflush=False)
+        self.routing: ReadRouting | None = None
+
+    def read_session(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncSession]:
+        """A unit of work for a read on behalf of ``user_id`` (None: nobody signed in)."""
+        if self.routing is None:
+            return self.reader()
+        return self.routing.session(user_id)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -153,8 +174,14 @@ def after_commit(session: AsyncSession, action: AfterCommit) -> None:
     session.info.setdefault(AFTER_COMMIT, []).append(action)
 
 
-async def session_scope(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """The unit of work of one request or job: commit on success, roll back on any error."""
+@asynccontextmanager
+async def session_scope(
+    factory: Callable[[], AbstractAsyncContextManager[AsyncSession]],
+) -> AsyncIterator[AsyncSession]:
+    """The unit of work of one request or job: commit on success, roll back on any error.
+
+    A context manager, not a generator to iterate: an error in the block reaches it (and whatever made the
+    session) at once, instead of when the abandoned generator is collected."""
     async with factory() as session:
         try:
             yield session

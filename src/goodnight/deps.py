@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -15,10 +16,11 @@ from goodnight.auth.passwords import Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.auth.tokens import TokenClaims, Tokens
 from goodnight.config import Settings
-from goodnight.db import Database, session_scope
-from goodnight.errors import Unauthorized
+from goodnight.db import Database, ReadRouting, after_commit, session_scope
+from goodnight.errors import GoodnightError, Unauthorized
 from goodnight.jobs.events import DISABLED, Events
 from goodnight.ratelimit.limiter import RateLimiter
+from goodnight.replicas.pool import ReplicaSet
 from goodnight.timeline.runtime import Timeline
 
 
@@ -34,6 +36,7 @@ class Services:
     rate_limiter: RateLimiter
     events: Events = DISABLED
     timeline: Timeline | None = None
+    replicas: ReplicaSet | None = None
 
 
 # Dependencies are ``async def`` even when they do not await: FastAPI runs a plain ``def`` dependency in a
@@ -55,14 +58,41 @@ async def _events(services: ServicesDep) -> Events:
 EventsDep = Annotated[Events, Depends(_events)]
 
 
-async def _read_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(services.database.reader):
+async def _read_session(request: Request, services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    database = services.database
+    reader = _signed_in_user(request, services) if database.routing is not None else None
+    async with session_scope(lambda: database.read_session(reader)) as session:
         yield session
 
 
-async def _write_session(services: ServicesDep) -> AsyncIterator[AsyncSession]:
-    async for session in session_scope(services.database.writer):
+async def _write_session(request: Request, services: ServicesDep) -> AsyncIterator[AsyncSession]:
+    routing = services.database.routing
+    async with session_scope(services.database.writer) as session:
+        if routing is not None:
+            after_commit(session, partial(_remember_the_write, routing, request))
         yield session
+
+
+async def _remember_the_write(routing: ReadRouting, request: Request) -> None:
+    # Runs after commit, when the route has run: its auth dependency has named the user by then.
+    user_id = getattr(request.state, "user_id", None)
+    if user_id is not None:
+        await routing.wrote(uuid.UUID(user_id))
+
+
+def _signed_in_user(request: Request, services: Services) -> uuid.UUID | None:
+    """Whose read this is, for read-your-writes: dependencies run in no set order, so the session may be
+    opened before the auth dependency has run; a bad token is that dependency's to refuse."""
+    user_id = getattr(request.state, "user_id", None)
+    if user_id is not None:
+        return uuid.UUID(user_id)
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    try:
+        return services.tokens.verify_claims(token).user_id
+    except GoodnightError:  # not valid, or not checkable right now: the auth dependency answers for it
+        return None
 
 
 # scope="function": the transaction commits before the response is sent, so a client that gets a 2xx can

@@ -6,11 +6,12 @@ import dataclasses
 
 import sqlalchemy as sa
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from goodnight.deps import ServicesDep
+from goodnight.deps import Services, ServicesDep
 from goodnight.errors import GoodnightError, error_responses
 from goodnight.jobs import outbox
+from goodnight.replicas.routing import ReadRouting
 from goodnight.timeline.redis_client import REDIS_ERRORS
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -27,11 +28,26 @@ class OutboxBacklog(BaseModel):
     oldest_age_seconds: float | None
 
 
+class ReplicaHealth(BaseModel):
+    name: str = Field(description="host:port of the replica.")
+    status: str = Field(description='"ok" (serving reads), "lagging" (too far behind) or "down".')
+    lag_seconds: float | None = Field(description="How far behind the primary it was at the last sample.")
+
+
+class ReadReplicas(BaseModel):
+    replicas: list[ReplicaHealth]
+    reads_from_primary: int = Field(description="Routed reads this process sent to the primary.")
+    reads_from_replicas: int = Field(description="Routed reads this process sent to a replica.")
+
+
 class Readiness(BaseModel):
     status: str  # "ok", or "degraded" while Redis is away (feeds are then served from SQL)
     database: str  # "ok" or "down"
     redis: str  # "ok", "down" or "disabled"
     outbox: OutboxBacklog | None
+    read_replicas: ReadReplicas | None = Field(
+        default=None, description="Read replicas, their lag and this process's routing; absent without any."
+    )
 
 
 @router.get("", response_model=Health)
@@ -46,7 +62,9 @@ class NotReady(GoodnightError):
     default_message = "The database is not answering."
 
 
-@router.get("/ready", response_model=Readiness, responses=error_responses(503))
+@router.get(
+    "/ready", response_model=Readiness, response_model_exclude_unset=True, responses=error_responses(503)
+)
 async def ready(services: ServicesDep) -> Readiness:
     """Readiness: 503 unless the database answers; Redis and the outbox backlog are reported."""
     database, backlog = "ok", None
@@ -66,6 +84,23 @@ async def ready(services: ServicesDep) -> Readiness:
             redis = "down"
     if database == "down":
         raise NotReady(details={"database": database, "redis": redis})
-    return Readiness(
+    readiness = Readiness(
         status="degraded" if redis == "down" else "ok", database=database, redis=redis, outbox=backlog
+    )
+    if services.replicas is not None:  # the field is left out (unset) without replicas, as before them
+        readiness.read_replicas = _read_replicas(services)
+    return readiness
+
+
+def _read_replicas(services: Services) -> ReadReplicas | None:
+    routing = services.database.routing
+    if services.replicas is None or not isinstance(routing, ReadRouting):
+        return None
+    return ReadReplicas(
+        replicas=[
+            ReplicaHealth(name=replica.name, status=replica.status, lag_seconds=replica.lag_seconds)
+            for replica in services.replicas.replicas
+        ],
+        reads_from_primary=routing.reads["primary"],
+        reads_from_replicas=routing.reads["replica"],
     )

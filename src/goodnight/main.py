@@ -26,6 +26,10 @@ from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
 from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.ratelimit.middleware import RateLimitMiddleware
+from goodnight.replicas.fallback import ReplicaFallbackMiddleware
+from goodnight.replicas.pool import SAMPLE_SECONDS, ReplicaSet
+from goodnight.replicas.positions import WritePositions
+from goodnight.replicas.routing import ReadRouting
 from goodnight.sleep.router import router as sleep_router
 from goodnight.sleep.router import summary_router as sleep_summary_router
 from goodnight.socials.router import router as socials_router
@@ -52,6 +56,12 @@ def build_services(settings: Settings) -> Services:
         wake = timeline.worker.wake if settings.embedded_worker else None
         services.timeline = timeline
         services.events = Events(enabled=True, apply=timeline.apply_now, wake=wake)
+    if settings.replica_url_list:
+        replicas = ReplicaSet(settings, database.engine)
+        redis = services.timeline.redis if services.timeline is not None else None
+        positions = WritePositions(redis, ttl_seconds=replicas.max_lag + 4 * SAMPLE_SECONDS)
+        database.routing = ReadRouting(database, replicas, positions)
+        services.replicas = replicas
     return services
 
 
@@ -65,6 +75,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         # Before serving: a process must know every revocation in force before it accepts a token.
         await services.revocations.start()
+        if services.replicas is not None:
+            services.replicas.start()
         if services.timeline is not None and settings.embedded_worker:
             services.timeline.start_worker()
         try:
@@ -74,6 +86,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await services.timeline.close()
             await services.revocations.close()
             await services.rate_limiter.close()
+            if services.replicas is not None:
+                await services.replicas.close()
             await services.database.dispose()
 
     app = FastAPI(
@@ -114,6 +128,8 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # Health probes are never refused: an orchestrator that sees a busy process fail its probes restarts it
     # or takes it out of rotation, which moves its load onto the others and spreads the overload.
     probes = [API_PREFIX + route.path for route in health.router.routes if isinstance(route, APIRoute)]
+    if settings.replica_url_list:
+        app.add_middleware(ReplicaFallbackMiddleware)
     if settings.rate_limits:
         app.add_middleware(RateLimitMiddleware, api_prefix=API_PREFIX, exempt_paths=probes)
     app.add_middleware(InFlightCap, limit=settings.max_requests_in_flight, exempt_paths=probes)

@@ -50,7 +50,7 @@ class PostgresServer:
     the database crashes; ``start()`` brings it back through crash recovery, with all committed data.
     """
 
-    def __init__(self, *, port: int | None = None) -> None:
+    def __init__(self, *, port: int | None = None, primary: PostgresServer | None = None) -> None:
         self.bin_dir = postgres_bin_dir()
         self.port = port or free_port()
         self.directory = Path(tempfile.mkdtemp(prefix="goodnight-postgres-"))
@@ -62,6 +62,13 @@ class PostgresServer:
             os.chown(self.directory, owner.pw_uid, owner.pw_gid)
             self._as_user = ["runuser", "-u", "postgres", "--"]
         self.running = False
+        # A replica is cloned from its primary with pg_basebackup instead of initdb, and streams from it.
+        self.primary = primary
+
+    @classmethod
+    def replica_of(cls, primary: PostgresServer) -> PostgresServer:
+        """A hot standby streaming from ``primary`` (which must be running), on a port of its own."""
+        return cls(primary=primary)
 
     @property
     def url(self) -> str:
@@ -83,6 +90,9 @@ class PostgresServer:
             )
 
     def _initialise(self) -> None:
+        if self.primary is not None:
+            self._clone_primary()
+            return
         self._run(
             "initdb",
             "-D",
@@ -102,6 +112,31 @@ class PostgresServer:
         }
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+
+    def _clone_primary(self) -> None:
+        """A base backup of the primary with ``-R`` (standby.signal plus primary_conninfo), so the copy starts
+        as a read-only standby replaying the primary's WAL as it streams in. initdb's trust rules already let
+        127.0.0.1 connect for replication."""
+        assert self.primary is not None
+        self._run(
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            str(self.data),
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        )
+        # The copied postgresql.conf names the primary's port and socket directory: the last setting wins.
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(f"port = {self.port}\nunix_socket_directories = '{self.directory}'\n")
+            conf.write("hot_standby_feedback = on\n")
 
     def start(self) -> PostgresServer:
         if not self.data.exists():

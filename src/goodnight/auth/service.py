@@ -60,4 +60,7 @@ async def login(
     if user_id is None or not valid:
         raise InvalidCredentials()
     await limiter.login_succeeded(username)
+    if database.routing is not None:
+        # A fresh sign-in may follow a sign-up the replicas have not replayed yet.
+        await database.routing.wrote(user_id)
     return tokens.issue(user_id, token_id)

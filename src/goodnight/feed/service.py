@@ -102,7 +102,7 @@ async def _from_sql(
     after: tuple[int, uuid.UUID] | None,
     offset: int,
 ) -> list[PageItem]:
-    async with database.reader() as session:
+    async with database.read_session(user_id) as session:
         rows = await feed_rows(session, user_id, since=since, limit=limit, after=after, offset=offset)
         # The window scan's rows get their authors in one more query (joining them would run before the sort).
         people = await users.summaries(session, {row.user_id for row in rows})

@@ -1,0 +1,283 @@
+"""Read replicas on real servers: a private PostgreSQL primary with a streaming hot standby.
+
+Reads go to the replica and answer exactly what the primary would; a user's own writes are visible on their
+very next read even while the replica is provably behind (its replay paused); a replica that dies under load
+costs no request a 5xx, and is used again once it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+import pytest_asyncio
+from fastapi import FastAPI
+
+from goodnight.db import Database
+from goodnight.migrate import upgrade_to_head
+from goodnight.replicas.pool import ReplicaSet
+from goodnight.replicas.routing import ReadRouting
+from tests.support.api import Api, Member
+from tests.support.apps import client_for, running
+from tests.support.databases import settings_for
+from tests.support.nights import logged
+from tests.support.postgres_server import PostgresServer
+from tests.support.processes import clean_env, serving
+from tests.support.redis_server import RedisServer
+from tests.support.times import ago
+
+pytestmark = pytest.mark.slow
+CATCH_UP_TIMEOUT_S = 15.0
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[PostgresServer, PostgresServer]]:
+    primary = PostgresServer().start()
+    try:
+        replica = PostgresServer.replica_of(primary).start()
+        try:
+            yield primary, replica
+        finally:
+            replica.close()
+    finally:
+        primary.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def primary(servers: tuple[PostgresServer, PostgresServer]) -> PostgresServer:
+    await upgrade_to_head(settings_for(servers[0].url))
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def replica(servers: tuple[PostgresServer, PostgresServer]) -> PostgresServer:
+    return servers[1]
+
+
+async def _scalar(server: PostgresServer, sql: str) -> object:
+    connection = await asyncpg.connect(
+        host="127.0.0.1", port=server.port, user="postgres", database="postgres"
+    )
+    try:
+        return await connection.fetchval(sql)
+    finally:
+        await connection.close()
+
+
+@pytest_asyncio.fixture
+async def paused(replica: PostgresServer) -> AsyncIterator[None]:
+    """The replica receives WAL but replays none of it until the test resumes it (or ends)."""
+    await _scalar(replica, "SELECT pg_wal_replay_pause()")
+    try:
+        yield
+    finally:
+        await _scalar(replica, "SELECT pg_wal_replay_resume()")
+
+
+def routing_of(app: FastAPI) -> ReadRouting:
+    database: Database = app.state.services.database
+    assert isinstance(database.routing, ReadRouting), "the app was built without replicas"
+    return database.routing
+
+
+def replicas_of(app: FastAPI) -> ReplicaSet:
+    replicas: ReplicaSet | None = app.state.services.replicas
+    assert replicas is not None
+    return replicas
+
+
+async def caught_up(primary: PostgresServer, app: FastAPI) -> None:
+    """Until the app's last sample shows the replica at the primary's position of now, and healthy."""
+    target = int(await _scalar(primary, "SELECT pg_current_wal_lsn()"))  # type: ignore[call-overload]
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT_S
+    while not all(replica.serves(target) for replica in replicas_of(app).replicas):
+        assert time.monotonic() < deadline, "the replica did not catch up"
+        await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture
+async def routed(primary: PostgresServer, replica: PostgresServer) -> AsyncIterator[FastAPI]:
+    settings = settings_for(primary.url, database_replica_urls=replica.url)
+    async with running(settings) as app:
+        await caught_up(primary, app)
+        yield app
+
+
+@pytest_asyncio.fixture
+async def direct(primary: PostgresServer) -> AsyncIterator[FastAPI]:
+    async with running(settings_for(primary.url)) as app:
+        yield app
+
+
+async def _people(api: Api) -> tuple[Member, Member, Member]:
+    ana, ben, cy = await api.register(name="Ana"), await api.register(name="Ben"), await api.register()
+    await api.follow(ana, ben)
+    await api.follow(ana, cy)
+    await api.follow(cy, ben)
+    for days, who in ((1, ben), (2, cy), (3, ben)):
+        await logged(api.client, who, ago(days=days, hours=8), ago(days=days))
+    return ana, ben, cy
+
+
+def _reads(ana: Member, ben: Member) -> list[tuple[str, Member]]:
+    return [
+        ("/users/me", ana),
+        (f"/users/{ben.id}", ana),
+        (f"/users/{ben.id}/followers", ana),
+        (f"/users/{ana.id}/followings", ana),
+        (f"/users/{ben.id}/sleep_summary", ana),
+        (f"/users?q={ben.username[:4]}", ana),
+        ("/sleep_records", ben),
+        ("/sleep_records/followings?per_page=2", ana),
+        ("/sleep_records/followings?start_index=1&per_page=1", ana),
+    ]
+
+
+def _stable(response: httpx.Response) -> object:
+    """The body, but for a feed's next_cursor: it carries the window's start, which moves with the clock."""
+    body = response.json()
+    if "next_cursor" in body.get("pagination", {}):
+        body["pagination"]["next_cursor"] = body["pagination"]["next_cursor"] is not None
+    return body
+
+
+async def test_reads_from_the_replica_answer_what_the_primary_answers(
+    primary: PostgresServer, routed: FastAPI, direct: FastAPI
+) -> None:
+    async with client_for(routed) as via_replica, client_for(direct) as via_primary:
+        ana, ben, _ = await _people(Api(via_replica))
+        await caught_up(primary, routed)
+        routing = routing_of(routed)
+        before = dict(routing.reads)
+        for path, who in _reads(ana, ben):
+            from_replica = await via_replica.get(path, headers=who.headers)
+            from_primary = await via_primary.get(path, headers=who.headers)
+            assert from_replica.status_code == 200, (path, from_replica.text)
+            assert _stable(from_replica) == _stable(from_primary), path
+        assert routing.reads["replica"] - before.get("replica", 0) == len(_reads(ana, ben))
+        assert routing.reads["primary"] == before.get("primary", 0)
+        ready = (await via_replica.get("/health/ready")).json()["read_replicas"]
+        assert ready["replicas"][0]["status"] == "ok"
+        assert ready["reads_from_replicas"] >= len(_reads(ana, ben))
+
+
+async def test_a_users_writes_are_on_their_next_read_while_the_replica_is_behind(
+    primary: PostgresServer, replica: PostgresServer, routed: FastAPI
+) -> None:
+    async with client_for(routed) as client:
+        api = Api(client)
+        ana, ben, _ = await _people(api)
+        await caught_up(primary, routed)
+        routing = routing_of(routed)
+        await _scalar(replica, "SELECT pg_wal_replay_pause()")
+        try:
+            await api.follow(ben, ana)
+            renamed = await api.rename(ana, "Ana Two")
+            assert renamed.status_code == 200
+            night = await logged(client, ana, ago(hours=20), ago(hours=12))
+            replica_reads = routing.reads["replica"]
+
+            me = (await client.get("/users/me", headers=ana.headers)).json()
+            assert me["name"] == "Ana Two"
+            followings = (await client.get(f"/users/{ben.id}/followings", headers=ben.headers)).json()
+            assert ana.id in {person["id"] for person in followings["data"]}
+            history = (await client.get("/sleep_records", headers=ana.headers)).json()
+            assert night["id"] in {record["id"] for record in history["data"]}
+            # Served by the primary, because the replica provably has none of it yet.
+            assert routing.reads["replica"] == replica_reads
+            replayed_name = await _scalar(replica, f"SELECT name FROM users WHERE id = '{ana.id}'")  # noqa: S608
+            assert replayed_name == "Ana"
+        finally:
+            await _scalar(replica, "SELECT pg_wal_replay_resume()")
+        await caught_up(primary, routed)
+        commits_before = await _replica_commits(replica)
+        me = (await client.get("/users/me", headers=ana.headers)).json()
+        assert me["name"] == "Ana Two"
+        assert routing.reads["replica"] == replica_reads + 1
+        assert await _eventually_more_commits(replica, commits_before)
+
+
+async def _replica_commits(replica: PostgresServer) -> int:
+    sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
+    return int(await _scalar(replica, sql))  # type: ignore[call-overload]
+
+
+async def _eventually_more_commits(replica: PostgresServer, before: int) -> bool:
+    """The replica's own statistics count the read (they are flushed within a second or so)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if await _replica_commits(replica) > before:
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_a_replica_stopped_under_load_costs_no_request_a_5xx(
+    primary: PostgresServer, replica: PostgresServer, routed: FastAPI
+) -> None:
+    async with client_for(routed) as client:
+        ana, ben, _ = await _people(Api(client))
+        await caught_up(primary, routed)
+        statuses: list[int] = []
+        stop = asyncio.Event()
+
+        async def reader() -> None:
+            paths = _reads(ana, ben)
+            turn = 0
+            while not stop.is_set():
+                path, who = paths[turn % len(paths)]
+                turn += 1
+                response = await client.get(path, headers=who.headers)
+                statuses.append(response.status_code)
+
+        readers = [asyncio.create_task(reader()) for _ in range(8)]
+        try:
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(replica.stop)
+            await asyncio.sleep(1.5)
+            assert replicas_of(routed).replicas[0].status == "down"
+            await asyncio.to_thread(replica.start)
+            await caught_up(primary, routed)
+            served = routing_of(routed).reads["replica"]
+            await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await asyncio.gather(*readers)
+        assert statuses
+        assert set(statuses) == {200}, {status: statuses.count(status) for status in set(statuses)}
+        assert routing_of(routed).reads["replica"] > served  # used again once it was back
+
+
+async def test_read_your_writes_holds_across_processes(
+    tmp_path: Path, primary: PostgresServer, replica: PostgresServer, paused: None
+) -> None:
+    redis = RedisServer().start()
+    try:
+        env = clean_env(
+            GOODNIGHT_DATABASE_URL=primary.url,
+            GOODNIGHT_DATABASE_REPLICA_URLS=replica.url,
+            GOODNIGHT_REDIS_URL=redis.url,
+        )
+        with (
+            serving(tmp_path, env, log_name="one.log") as one,
+            serving(tmp_path, env, log_name="two.log") as two,
+        ):
+            async with (
+                httpx.AsyncClient(base_url=one.api_url) as first,
+                httpx.AsyncClient(base_url=two.api_url) as second,
+            ):
+                ana = await Api(first).register()
+                renamed = await Api(first).rename(ana, "Written on one")
+                assert renamed.status_code == 200
+                me = await second.get("/users/me", headers=ana.headers)
+                assert me.status_code == 200, me.text
+                assert me.json()["name"] == "Written on one"
+                ready = (await second.get("/health/ready")).json()["read_replicas"]
+                assert ready["reads_from_replicas"] == 0  # the replica is paused: it had to be the primary
+    finally:
+        redis.close()
