@@ -30,6 +30,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gnbench import report, wrk
+from gnbench.cpu import CpuMeter, per_request_us
 from gnbench.dataset import PROFILES, Datasets, Prepared, Profile
 from gnbench.http import Pool
 from gnbench.infra import REPO, HarnessError, Postgres, RedisServer, Server
@@ -285,11 +286,17 @@ class Run:
         results: dict[str, Any] = {"endpoints": endpoints, "sweep": sweep}
 
         print("clock-out latency ...")
+        meter = self._meter("redis")
+        before = await asyncio.to_thread(meter.read)
         writes = await clock_out_latency(
             pools["redis"],
             {"normal": role_token["median_user"], "celebrity": role_token["celebrity"]},
             args.write_iterations,
         )
+        after = await asyncio.to_thread(meter.read)
+        # Per request (a clock-in or a clock-out, of both users); the fanout the embedded worker does afterwards is in
+        # the readings only as far as it finished before the second one.
+        results["write_cpu_us_per_request"] = per_request_us(before, after, 4 * args.write_iterations)
         for label, role in (("normal", "median_user"), ("celebrity", "celebrity")):
             writes[label].update(
                 username=people[role]["username"], followers=people[role]["followers"], role=role
@@ -355,7 +362,12 @@ class Run:
         watching = (
             asyncio.create_task(self._watch_backlog(server, stop, backlog)) if name == "redis" else None
         )
+        meter = self._meter(name)
+        before = await asyncio.to_thread(meter.read)
         outcome = await load
+        after = await asyncio.to_thread(meter.read)
+        # The lag probe and the backlog sampler run beside the load: their few requests are in these figures.
+        outcome["cpu_us_per_request"] = per_request_us(before, after, outcome["completed"])
         stop.set()
         await lagging
         if watching is not None:
@@ -365,6 +377,11 @@ class Run:
         if name == "redis":
             outcome["outbox_backlog"] = backlog
         return outcome, probe.result()
+
+    def _meter(self, server_name: str) -> CpuMeter:
+        assert self.prepared is not None
+        redis = self.redis if server_name == "redis" else None
+        return CpuMeter(self.servers[server_name], self.postgres, self.prepared.database, redis)
 
     def _mix(self, name: str, readers: list[str], writers: list[str], tokens: dict[str, str]) -> Mix:
         return Mix(
@@ -438,16 +455,22 @@ class Run:
                     env,
                 )
                 print(f"wrk {server_name:5} {run_title} ...", end=" ", flush=True)
+                meter = self._meter(server_name)
+                before = await asyncio.to_thread(meter.read)
                 row = await asyncio.to_thread(wrk.run, spec)
+                after = await asyncio.to_thread(meter.read)
+                row["cpu_us_per_request"] = per_request_us(before, after, row["requests"])
                 row.update(server=server_name, name=name, title=run_title, page=run_page)
                 row["single_client"] = await sequential(
                     pools[server_name], client_path, token, args.single_client_requests
                 )
                 p50 = row["latency_ms"]["p50"]
                 single = row["single_client"]["latency_ms"]["p50"]
+                cpu = row["cpu_us_per_request"]
                 print(
                     f"{row['rps']:,.0f} rps, p50 {p50:.2f} ms, errors {row['error_total']}; "
-                    f"one client p50 {single:.2f} ms"
+                    f"one client p50 {single:.2f} ms; CPU µs/request api {cpu['api']:.0f} "
+                    f"postgres {cpu['postgres']:.0f} redis {cpu['redis']:.0f}"
                 )
                 rows.append(row)
         return rows

@@ -102,6 +102,11 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
             assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"], row
             assert row["error_total"] == 0, row
             assert row["single_client"]["latency_ms"]["count"] == 10, row
+            cpu = row["cpu_us_per_request"]
+            assert cpu["api"] > 0, row  # the server's workers served every request
+            assert cpu["postgres"] >= 0, row
+            # Redis's own housekeeping counts too, so only "a feed page from Redis costs Redis" is certain.
+            assert cpu["redis"] > 0 if server == "redis" and name.startswith("feed") else cpu["redis"] >= 0
     assert endpoints[("redis", "feed light deep")]["page"] > 1
     # What the run produced, never how fast it was: two throughputs measured for a second each on a shared
     # machine may come out in either order, and the suite must not fail on noise.
@@ -128,13 +133,16 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert mixed["writes"] > 0
     assert mixed["reads"] >= 9 * mixed["writes"]
     assert mixed["achieved_rps"] > 0
+    assert mixed["cpu_us_per_request"]["api"] > 0
+    assert results["write_cpu_us_per_request"]["postgres"] > 0
 
     assert len(results["targets"]) == 6
     assert all(isinstance(row["pass"], bool) for row in results["targets"])
     assert results["charts"] == {}
 
     markdown = (output / "results.md").read_text()
-    for section in ("## Targets (issue 4)", "## Machine", "## Reads", "## Fanout lag", "## Commands"):
+    sections = ("## Targets (issue 4)", "## Machine", "## Reads", "## Server CPU per request", "## Commands")
+    for section in (*sections, "## Fanout lag"):
         assert section in markdown
     assert markdown.count("**PASS**") + markdown.count("**MISS**") == 6
     assert "wrk -t2 -c32 -d1s" in markdown

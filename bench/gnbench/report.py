@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,42 @@ def _os_name() -> str:
 
 
 # --- targets ---------------------------------------------------------------------------------------------
+
+
+def _cpu_table(results: dict[str, Any], out: Callable[[str], None]) -> None:
+    """Server CPU per request by tier, from the same runs (/proc for the API workers and the database's
+    backends, INFO cpu for Redis): what each request costs, which a ratio to /health does not say."""
+    rows: list[tuple[str, str, dict[str, float]]] = [
+        (row["title"], row["server"], row["cpu_us_per_request"])
+        for row in results["endpoints"]
+        if "cpu_us_per_request" in row
+    ]
+    writes = results.get("write_cpu_us_per_request")
+    if writes:
+        rows.append(("clock-ins and clock-outs", "redis", writes))
+    for server, part in (results.get("mixed") or {}).items():
+        if "cpu_us_per_request" in part:
+            rows.append(("mixed 10:1 (per request)", server, part["cpu_us_per_request"]))
+    if not rows:
+        return
+    out("")
+    out("## Server CPU per request (µs, same runs)")
+    out("")
+    out(
+        "CPU time the API server's processes, the PostgreSQL backends of the run's database and the private "
+        "redis-server spent during each run, divided by the requests it completed. The idle server's "
+        "background polls (outbox, revocations) reach the same database and are included; they are a few "
+        "queries a second."
+    )
+    out("")
+    out("| endpoint | server | API | PostgreSQL | Redis | total |")
+    out("|---|---|---:|---:|---:|---:|")
+    for title, server, cpu in rows:
+        total = cpu["api"] + cpu["postgres"] + cpu["redis"]
+        out(
+            f"| {title} | {server} | {cpu['api']:,.0f} | {cpu['postgres']:,.0f} | {cpu['redis']:,.0f} | "
+            f"{total:,.0f} |"
+        )
 
 
 def _endpoint(results: dict[str, Any], server: str, name: str) -> dict[str, Any] | None:
@@ -317,6 +354,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"{_cell_ms(latency['p90'])} | {_cell_ms(latency['p99'])} | {_cell_ms(latency['max'])} | "
             f"{row['error_total']} | {_cell_ms(single.get('p50'))} | {_cell_ms(single.get('p99'))} |"
         )
+    _cpu_table(results, out)
     out("")
     out("## SQL vs Redis by followings (feed, same wrk settings)")
     out("")

@@ -1,0 +1,96 @@
+"""CPU time per request, per tier: the API server's processes, the PostgreSQL backends serving the run's
+database, and the private redis-server.
+
+Throughput ratios reward only what one endpoint saves over another; CPU seconds per request say what each
+request costs each tier, which is what capacity is planned from. Read from /proc (and Redis's own INFO), so
+the figures cover exactly the processes serving the run, whatever else the machine is doing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from gnbench.infra import HarnessError, Postgres, RedisServer, Server
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of one process so far; 0 when it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # The command name is in parentheses and may hold spaces: the fields start after the last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14 and 15 of stat)
+
+
+def session_pids(leader: int) -> list[int]:
+    """Every live process in ``leader``'s session: a server started in its own session, and its workers."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) == leader:  # the session id (field 6 of stat)
+            found.append(int(entry.name))
+    return found
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Cumulative CPU seconds: per process for the API server and the database backends, in all for Redis."""
+
+    api: dict[int, float]
+    postgres: dict[int, float]
+    redis: float
+
+
+@dataclass
+class CpuMeter:
+    """Reads cumulative CPU seconds per tier for one server; two readings give an interval's cost."""
+
+    server: Server
+    postgres: Postgres
+    database: str
+    redis: RedisServer | None
+
+    def read(self) -> Reading:
+        process = self.server.process
+        if process is None or process.popen is None:
+            raise HarnessError(f"server {self.server.name} is not running")
+        api = {pid: process_cpu_seconds(pid) for pid in session_pids(process.popen.pid)}
+        backends = self.postgres.rows(
+            "SELECT pid FROM pg_stat_activity WHERE datname = :'db' AND pid <> pg_backend_pid()",
+            self.database,
+            db=self.database,
+        )
+        postgres = {int(row[0]): process_cpu_seconds(int(row[0])) for row in backends}
+        redis = 0.0
+        if self.redis is not None:
+            info = self.redis.info("cpu")
+            redis = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return Reading(api, postgres, redis)
+
+
+def _spent(before: dict[int, float], after: dict[int, float]) -> float:
+    # A process that appeared in between (a new database connection) counts from zero; one that went away
+    # is not counted.
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def per_request_us(before: Reading, after: Reading, requests: int) -> dict[str, float]:
+    """CPU microseconds per request for each tier between two readings."""
+    spent = {
+        "api": _spent(before.api, after.api),
+        "postgres": _spent(before.postgres, after.postgres),
+        "redis": after.redis - before.redis,
+    }
+    return {tier: round(seconds / requests * 1e6, 1) if requests else 0.0 for tier, seconds in spent.items()}
