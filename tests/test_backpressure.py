@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import secrets
 import socket
 import threading
 import time
@@ -37,7 +36,7 @@ from tests.support.envelope import assert_error
 from tests.support.hashing import connections_held_while_hashing
 from tests.support.load import IdleTransactions, memory_kib, reset_peak_memory, worker_pids
 from tests.support.logs import app_logs, records_of
-from tests.support.processes import Server, clean_env, free_port, serving
+from tests.support.processes import Server, free_port, production_env, serving
 from tests.support.raw_http import RawConnection
 
 # A hash of about a tenth of a second with little memory: long enough that a second login always finds the
@@ -54,11 +53,6 @@ def assert_refused(response: httpx.Response, code: str = "overloaded") -> None:
     """A 503 in the envelope that says when to come back."""
     assert_error(response, 503, code)
     assert int(response.headers["retry-after"]) >= 1, response.headers
-
-
-def production_env(**overrides: str) -> dict[str, str]:
-    """A server as production runs it: JSON logs, a real secret (and, from ``clean_env``, no rate limits)."""
-    return clean_env(GOODNIGHT_ENV="production", GOODNIGHT_JWT_SECRET=secrets.token_urlsafe(48), **overrides)
 
 
 def plain_text_tracebacks(log: str) -> list[str]:

@@ -13,7 +13,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from goodnight.logging_setup import JsonFormatter
+from goodnight.config import Environment
+from goodnight.logging_setup import build_formatter
 from goodnight.users import service as users_service
 from tests.support.api import PASSWORD, Api
 from tests.support.envelope import assert_error, assert_request_id, assert_validation_error
@@ -325,7 +326,7 @@ async def test_an_unexpected_error_is_a_500_envelope_logged_once(
     assert record.levelno == logging.ERROR
     assert record.exc_info is not None
     assert record.exc_info[1] is raised
-    line = JsonFormatter().format(record)
+    line = build_formatter(Environment.PRODUCTION).format(record)
     assert "\n" not in line
     logged = json.loads(line)
     assert logged["status"] == 500

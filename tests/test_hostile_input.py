@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-import logging
 
 import httpx
 import pytest
 
 from goodnight.config import Environment
-from goodnight.logging_setup import configure_logging
+from goodnight.logging_setup import build_formatter
 from goodnight.middleware import MAX_BODY_BYTES
 from tests.support.api import PASSWORD, Api
 from tests.support.envelope import assert_error
+from tests.support.logs import app_logs
 
 JSON = {"content-type": "application/json"}
 
@@ -89,28 +89,13 @@ async def test_unicode_and_sql_looking_names_are_stored_verbatim(api: Api) -> No
     assert created.json()["name"] == name
 
 
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_production_logs_one_json_line_per_request_without_secrets(api: Api) -> None:
     alice = await api.register()
-    configure_logging(Environment.PRODUCTION)
-    logger = logging.getLogger("goodnight")
-    formatter, collect = logger.handlers[0].formatter, Collect()
-    logger.addHandler(collect)
-    try:
+    formatter = build_formatter(Environment.PRODUCTION)
+    with app_logs() as records:
         await api.client.get("/users/me", headers=alice.headers | {"X-Request-ID": "trace-42"})
         await api.client.post("/auth/login", json={"username": alice.username, "password": PASSWORD})
-    finally:
-        configure_logging(Environment.DEVELOPMENT)
-    assert formatter is not None
-    lines = [formatter.format(record) for record in collect.records if record.name == "goodnight.access"]
+    lines = [formatter.format(record) for record in records if record.name == "goodnight.access"]
     assert len(lines) == 2
     first = json.loads(lines[0])
     assert first["method"] == "GET"

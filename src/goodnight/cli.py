@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,7 @@ from pydantic import ValidationError
 
 from goodnight.config import ConfigurationError, Settings, get_settings
 
+logger = logging.getLogger("goodnight.cli")
 app = typer.Typer(help="Goodnight: a social sleep-tracking API.", no_args_is_help=True, add_completion=False)
 
 
@@ -35,10 +38,14 @@ def serve(
 ) -> None:
     """Run the HTTP API (creating or migrating the database first)."""
     settings = _settings()
+    from goodnight.logging_setup import configure_logging, uvicorn_log_config
+
+    # Every line of a server goes through our logging, this supervisor's included (JSON in production).
+    configure_logging(settings.env)
     # Resolve the JWT secret before workers fork, so all of them share the one generated in development.
     settings.resolved_jwt_secret()
     if migrate:
-        _migrate(settings)
+        _migrate(settings, report=logger.info)
     from goodnight.edge.protocol import KEEP_ALIVE_TIMEOUT_SECONDS, GuardedHttpToolsProtocol
 
     # Always our protocol, never what uvicorn's "auto" finds installed: it carries the limits on request
@@ -56,6 +63,8 @@ def serve(
         # A new worker re-imports this CLI before it can answer the supervisor's health check: seconds on a
         # busy machine, where uvicorn's default of 5 s kills every worker before it starts, again and again.
         timeout_worker_healthcheck=30,
+        # Applied again in each worker process it starts; uvicorn's access log stays off (see logging_setup).
+        log_config=uvicorn_log_config(settings.env),
         access_log=False,
         proxy_headers=False,  # X-Forwarded-For is believed only from GOODNIGHT_TRUSTED_PROXIES
         server_header=False,
@@ -68,11 +77,11 @@ def migrate_command() -> None:
     _migrate(_settings())
 
 
-def _migrate(settings: Settings) -> None:
+def _migrate(settings: Settings, report: Callable[[str], object] = typer.echo) -> None:
     from goodnight.migrate import migrate
 
     revision = migrate(settings)
-    typer.echo(f"database is at revision {revision}")
+    report(f"database is at revision {revision}")
 
 
 outbox_app = typer.Typer(help="Inspect and repair the outbox of background work.", no_args_is_help=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
@@ -24,6 +26,7 @@ from goodnight.feed.router import router as feed_router
 from goodnight.jobs.events import Events
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
+from goodnight.observability.switch import start_tracing
 from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.ratelimit.middleware import RateLimitMiddleware
 from goodnight.replicas.fallback import ReplicaFallbackMiddleware
@@ -37,7 +40,12 @@ from goodnight.timeline.runtime import Timeline
 from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
 
+if TYPE_CHECKING:
+    from goodnight.observability.tracing import Tracing
+
 API_PREFIX = "/api/v1"
+# Paths never traced: orchestrators and scrapers poll them all day.
+UNTRACED_PATHS = ("/metrics",)
 
 
 def build_services(settings: Settings) -> Services:
@@ -65,14 +73,19 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> FastAPI:
+    """The app. ``tracing`` defaults to what the ``OTEL_*`` variables ask for (nothing when unset)."""
     settings = settings or get_settings()
-    configure_logging(settings.env)
+    owns_tracing = tracing is None
+    tracing = tracing or start_tracing()
+    configure_logging(settings.env, trace_ids=tracing is not None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings)
         app.state.services = services
+        if tracing is not None:
+            _trace_services(tracing, services)
         # Before serving: a process must know every revocation in force before it accepts a token.
         await services.revocations.start()
         if services.replicas is not None:
@@ -89,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if services.replicas is not None:
                 await services.replicas.close()
             await services.database.dispose()
+            if tracing is not None:
+                # Export what is buffered before the process exits; a tracing handed in is its caller's.
+                await asyncio.to_thread(tracing.shutdown if owns_tracing else tracing.flush)
 
     app = FastAPI(
         title="Goodnight API",
@@ -101,6 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     _install_middleware(app, settings)
+    if tracing is not None:
+        tracing.instrument_app(app, excluded_paths=[*_probe_paths(), *UNTRACED_PATHS])
 
     api = APIRouter(prefix=API_PREFIX)
     api.include_router(health.router)
@@ -118,6 +136,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _probe_paths() -> list[str]:
+    return [API_PREFIX + route.path for route in health.router.routes if isinstance(route, APIRoute)]
+
+
+def _trace_services(tracing: Tracing, services: Services) -> None:
+    tracing.instrument_engine(services.database.engine)
+    tracing.instrument_redis()
+    if services.timeline is not None:
+        services.timeline.worker.tracer = tracing.tracer
+
+
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
     """The middleware stack, innermost first: each ``add_middleware`` wraps everything added before it.
 
@@ -127,7 +156,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     """
     # Health probes are never refused: an orchestrator that sees a busy process fail its probes restarts it
     # or takes it out of rotation, which moves its load onto the others and spreads the overload.
-    probes = [API_PREFIX + route.path for route in health.router.routes if isinstance(route, APIRoute)]
+    probes = _probe_paths()
     if settings.replica_url_list:
         app.add_middleware(ReplicaFallbackMiddleware)
     if settings.rate_limits:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -12,6 +13,9 @@ from goodnight.config import Settings
 from goodnight.main import create_app
 from goodnight.timeline.runtime import Timeline
 from tests.support.databases import settings_for
+
+if TYPE_CHECKING:
+    from goodnight.observability.tracing import Tracing
 
 # Low, so a handful of followers makes a celebrity.
 CELEBRITY_THRESHOLD = 3
@@ -31,9 +35,9 @@ def timeline_settings(database_url: str, redis_url: str, **overrides: object) ->
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[FastAPI]:
+async def running(settings: Settings, *, tracing: Tracing | None = None) -> AsyncIterator[FastAPI]:
     """The app with its lifespan entered (engine, Redis, workers), as a server would run it."""
-    app = create_app(settings)
+    app = create_app(settings, tracing=tracing)
     async with app.router.lifespan_context(app):
         yield app
 

@@ -6,6 +6,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from goodnight.config import Environment
+from goodnight.logging_setup import build_formatter
+
 
 class _Collect(logging.Handler):
     def __init__(self) -> None:
@@ -18,8 +21,8 @@ class _Collect(logging.Handler):
 
 @contextmanager
 def app_logs() -> Iterator[list[logging.LogRecord]]:
-    """Every record of the ``goodnight`` loggers meanwhile (they do not propagate to the root logger, so
-    pytest's caplog misses them). Enter it after ``create_app``, which replaces the loggers' handlers."""
+    """Every record of the ``goodnight`` loggers meanwhile, whatever their level of rendering. Enter it
+    after ``create_app``, which resets the loggers' handlers."""
     collect = _Collect()
     logger = logging.getLogger("goodnight")
     logger.addHandler(collect)
@@ -31,3 +34,28 @@ def app_logs() -> Iterator[list[logging.LogRecord]]:
 
 def records_of(records: list[logging.LogRecord], request_id: str) -> list[logging.LogRecord]:
     return [record for record in records if getattr(record, "request_id", None) == request_id]
+
+
+class _Render(logging.Handler):
+    def __init__(self, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.setFormatter(formatter)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+@contextmanager
+def rendered_lines(
+    env: Environment = Environment.PRODUCTION, *, trace_ids: bool = False
+) -> Iterator[list[str]]:
+    """Every line of the ``goodnight`` loggers meanwhile, rendered as the process renders it, when it is
+    written: inside the request, event and span that wrote it. Enter it after ``create_app``."""
+    render = _Render(build_formatter(env, trace_ids=trace_ids))
+    logger = logging.getLogger("goodnight")
+    logger.addHandler(render)
+    try:
+        yield render.lines
+    finally:
+        logger.removeHandler(render)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -48,6 +49,11 @@ def clean_env(**overrides: str) -> dict[str, str]:
     env["GOODNIGHT_RATE_LIMITS"] = "off"
     env.update(overrides)
     return env
+
+
+def production_env(**overrides: str) -> dict[str, str]:
+    """A server as production runs it: JSON logs, a real secret (and, from ``clean_env``, no rate limits)."""
+    return clean_env(GOODNIGHT_ENV="production", GOODNIGHT_JWT_SECRET=secrets.token_urlsafe(48), **overrides)
 
 
 def free_port() -> int:

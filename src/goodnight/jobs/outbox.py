@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.kit.clock import to_utc, utcnow
 from goodnight.models import OutboxEvent
+from goodnight.observability import event_context
 
 MAX_ERROR_LENGTH = 2000
 MAX_BACKOFF_SECONDS = 300.0
@@ -40,7 +41,12 @@ LAG_FREE = (EventKind.DELETED_ACCOUNT_FOLLOWERS.value,)
 async def enqueue(session: AsyncSession, kind: EventKind, payload: dict[str, Any]) -> None:
     """Add an event to the caller's transaction: it exists if and only if the change commits."""
     now = utcnow()
-    session.add(OutboxEvent(kind=kind.value, payload=payload, created_at=now, available_at=now, attempts=0))
+    context = event_context.capture()
+    session.add(
+        OutboxEvent(
+            kind=kind.value, payload=payload, created_at=now, available_at=now, attempts=0, context=context
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,8 @@ class Claimed:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    # The writing request's id and trace context, if any (older events have none).
+    context: dict[str, str] | None = None
 
 
 async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[Claimed]:
@@ -81,11 +89,13 @@ async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[
         .execution_options(synchronize_session=False)
     )
     rows = await session.execute(
-        sa.select(OutboxEvent.id, OutboxEvent.kind, OutboxEvent.payload, OutboxEvent.attempts)
+        sa.select(
+            OutboxEvent.id, OutboxEvent.kind, OutboxEvent.payload, OutboxEvent.attempts, OutboxEvent.context
+        )
         .where(OutboxEvent.id.in_(ids))
         .order_by(OutboxEvent.id)
     )
-    return [Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3]) for row in rows]
+    return [Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3], context=row[4]) for row in rows]
 
 
 async def complete(session: AsyncSession, ids: list[int]) -> None:

@@ -10,6 +10,7 @@ from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.jobs import outbox
 from goodnight.logging_setup import configure_logging
+from goodnight.observability.switch import start_tracing
 from goodnight.timeline.runtime import Timeline
 
 logger = logging.getLogger("goodnight.worker")
@@ -17,9 +18,14 @@ logger = logging.getLogger("goodnight.worker")
 
 async def run_workers(settings: Settings, concurrency: int) -> None:
     """Run ``concurrency`` workers until SIGINT/SIGTERM; a second signal is not needed, shutdown is quick."""
-    configure_logging(settings.env)
+    tracing = start_tracing()
+    configure_logging(settings.env, trace_ids=tracing is not None)
     database = Database(settings)
     timeline = Timeline.build(settings, database)
+    if tracing is not None:
+        tracing.instrument_engine(database.engine)
+        tracing.instrument_redis()
+        timeline.worker.tracer = tracing.tracer
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -30,6 +36,8 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     finally:
         await timeline.close()
         await database.dispose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)
         logger.info("outbox worker stopped")
 
 

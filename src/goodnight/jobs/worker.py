@@ -6,12 +6,17 @@ import asyncio
 import contextlib
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from goodnight.config import Settings
 from goodnight.db import Database, is_database_unavailable
 from goodnight.jobs import outbox
 from goodnight.jobs.events import Apply
 from goodnight.kit.background import BackgroundFailures
+from goodnight.observability.event_context import mark_failed, resumed
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 logger = logging.getLogger("goodnight.worker")
 BATCH_SIZE = 50
@@ -40,6 +45,8 @@ class Worker:
         self._wake = asyncio.Event()
         # While the database is down every poll fails alike: one line a minute, not five tracebacks a second.
         self._failures = BackgroundFailures(logger, is_database_unavailable)
+        # Set when the process traces: each event is then applied in a span of the request's trace.
+        self.tracer: Tracer | None = None
 
     def wake(self) -> None:
         """Work was just committed in this process: stop waiting for the next poll."""
@@ -56,15 +63,17 @@ class Worker:
             if blocked is not None:  # the dependency is away: hand the rest back without trying each one
                 await self._release(event, blocked)
                 continue
-            try:
-                await self.apply(event.kind, event.payload)
-            except self.transient as exc:
-                blocked = exc
-                await self._release(event, exc)
-            except Exception as exc:
-                await self._failed(event, exc)
-            else:
-                done.append(event.id)
+            # Under the context of the request that wrote the event: its lines name that request.
+            with resumed(event.context, self.tracer, f"outbox {event.kind}", _span_attributes(event)):
+                try:
+                    await self.apply(event.kind, event.payload)
+                except self.transient as exc:
+                    blocked = exc
+                    await self._release(event, exc)
+                except Exception as exc:
+                    await self._failed(event, exc)
+                else:
+                    done.append(event.id)
         if done:
             async with self.database.writer() as session:
                 await outbox.complete(session, done)
@@ -74,11 +83,13 @@ class Worker:
         return len(claimed)
 
     async def _release(self, event: outbox.Claimed, exc: BaseException) -> None:
+        mark_failed(exc)
         async with self.database.writer() as session:
             await outbox.release(session, event, f"{type(exc).__name__}: {exc}", delay=RETRY_TRANSIENT)
             await session.commit()
 
     async def _failed(self, event: outbox.Claimed, exc: Exception) -> None:
+        mark_failed(exc)
         async with self.database.writer() as session:
             dead = await outbox.fail(
                 session, event, f"{type(exc).__name__}: {exc}", max_attempts=self.max_attempts
@@ -93,6 +104,7 @@ class Worker:
             event.attempts,
             parked,
             exc,
+            extra={"event_id": event.id, "event_kind": event.kind},
         )
 
     async def drain(self) -> int:
@@ -115,3 +127,11 @@ class Worker:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+
+
+def _span_attributes(event: outbox.Claimed) -> dict[str, str | int]:
+    return {
+        "goodnight.outbox.event_id": event.id,
+        "goodnight.outbox.kind": event.kind,
+        "goodnight.outbox.attempt": event.attempts,
+    }

@@ -32,5 +32,7 @@ class OutboxEvent(Base):
     attempts: Mapped[int] = mapped_column(sa.Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(sa.Text)
     dead_at: Mapped[datetime | None]
+    # Who wrote the event: the request id and, when traced, the W3C traceparent (observability.event_context).
+    context: Mapped[dict[str, str] | None] = mapped_column(sa.JSON(none_as_null=True))
 
     __table_args__ = (sa.Index("ix_outbox_ready", "dead_at", "available_at", "id"),)
