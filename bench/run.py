@@ -294,8 +294,8 @@ class Run:
             args.write_iterations,
         )
         after = await asyncio.to_thread(meter.read)
-        # Per request (a clock-in or a clock-out, of both users); the fanout the embedded worker does afterwards is in
-        # the readings only as far as it finished before the second one.
+        # Per request (a clock-in or a clock-out, of both users); the fanout the embedded worker does after
+        # each clock-out is in the readings as far as it finished before the second reading.
         results["write_cpu_us_per_request"] = per_request_us(before, after, 4 * args.write_iterations)
         for label, role in (("normal", "median_user"), ("celebrity", "celebrity")):
             writes[label].update(
