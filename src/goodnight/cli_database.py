@@ -88,8 +88,7 @@ async def diagnose(settings: Settings, *, needs_schema: bool) -> str | None:
     except Exception as exc:
         if not is_database_error(exc):
             raise
-        url = make_url(settings.database_url)
-        return f"cannot reach the database at {location(url)}: {_reason(exc, url.password)}"
+        return unreachable(make_url(settings.database_url), exc)
     finally:
         await engine.dispose()
     if not needs_schema:
@@ -103,6 +102,10 @@ async def diagnose(settings: Settings, *, needs_schema: bool) -> str | None:
     if current != head and current in known:
         return f"the database schema is out of date (at {current}, this version needs {head}); {MIGRATE}"
     return None
+
+
+def unreachable(url: URL, exc: BaseException) -> str:
+    return f"cannot reach the database at {location(url)}: {_reason(exc, url.password)}"
 
 
 def location(url: URL) -> str:
