@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from click.testing import Result
 from sqlalchemy.engine import make_url
+from typer.testing import Result
 
 from goodnight.cli_database import NO_SCHEMA, diagnose, location, unreachable, uses_database
 from goodnight.db import create_engine

@@ -7,8 +7,7 @@ import asyncio
 import os
 from collections.abc import Mapping, Sequence
 
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from goodnight.cli import app as cli_app
 from goodnight.config import get_settings
