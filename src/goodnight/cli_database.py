@@ -4,6 +4,10 @@ A command runs as usual; only when it fails with a database-layer error does ``d
 connection of its own, to tell an unreachable server from a database without the schema this version needs.
 A failure with the database reachable and up to date is a bug, and keeps its traceback. The URL's password
 never appears: the location is rebuilt from the host and port, and the driver's reason is scrubbed of it.
+
+A SQLite file that does not exist is never opened, neither by a command that needs the schema nor by
+``diagnose``: opening it would create an empty one, or fail on a thread of aiosqlite's that outlives the
+command's event loop and prints a traceback of its own.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import typer
 from goodnight.config import Settings, get_settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import sqlalchemy as sa
     from sqlalchemy.engine import URL
 
-# SQLAlchemy and Alembic are imported only once something failed: every command (and every worker process
-# ``goodnight serve`` spawns) imports this module, and they take a good part of a second to import.
+# Alembic and the async engine are imported only once something failed: every command (and every worker
+# process ``goodnight serve`` spawns) imports this module, and they would more than double its import time.
 
 MIGRATE = "run goodnight migrate"
 NO_SCHEMA = f"the database has no schema; {MIGRATE}"
@@ -49,13 +55,15 @@ def uses_database(*, needs_schema: bool = True) -> Callable[[Callable[P, R]], Ca
         @functools.wraps(command)
         def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
             try:
+                if needs_schema:
+                    _refuse_a_missing_sqlite_file()
                 return command(*args, **kwargs)
             except DatabaseProblem as problem:
                 _fail(str(problem))
             except Exception as exc:
                 if not is_database_error(exc):
                     raise
-                found = asyncio.run(diagnose(get_settings(), needs_schema=needs_schema))
+                found = asyncio.run(diagnose(get_settings(), needs_schema=needs_schema, failure=exc))
                 if found is None:
                     raise  # reachable and up to date: not the operator's problem, keep the traceback
                 _fail(found)
@@ -63,6 +71,16 @@ def uses_database(*, needs_schema: bool = True) -> Callable[[Callable[P, R]], Ca
         return guarded
 
     return decorate
+
+
+def _refuse_a_missing_sqlite_file() -> None:
+    try:
+        settings = get_settings()
+    except Exception:
+        return  # the command reports a configuration error itself
+    missing = _missing_sqlite_file(settings)
+    if missing is not None:
+        raise DatabaseProblem(no_database_at(missing))
 
 
 async def require_usable(settings: Settings) -> None:
@@ -73,14 +91,22 @@ async def require_usable(settings: Settings) -> None:
         raise DatabaseProblem(found)
 
 
-async def diagnose(settings: Settings, *, needs_schema: bool) -> str | None:
-    """What keeps a command from using the database, in one line; None when nothing does."""
+async def diagnose(
+    settings: Settings, *, needs_schema: bool, failure: BaseException | None = None
+) -> str | None:
+    """What keeps a command from using the database, in one line; None when nothing does. ``failure`` is
+    the command's own error, the only news there is about a SQLite file that could not be created."""
     from alembic.script import ScriptDirectory
     from sqlalchemy.engine import make_url
 
     from goodnight.db import create_engine
     from goodnight.migrate import alembic_config
 
+    missing = _missing_sqlite_file(settings)
+    if missing is not None:
+        if needs_schema:
+            return no_database_at(missing)
+        return None if failure is None else unreachable(make_url(settings.database_url), failure)
     engine = create_engine(settings)
     try:
         async with engine.connect() as connection:
@@ -102,6 +128,15 @@ async def diagnose(settings: Settings, *, needs_schema: bool) -> str | None:
     if current != head and current in known:
         return f"the database schema is out of date (at {current}, this version needs {head}); {MIGRATE}"
     return None
+
+
+def no_database_at(path: Path) -> str:
+    return f"there is no database at {path}; {MIGRATE}"
+
+
+def _missing_sqlite_file(settings: Settings) -> Path | None:
+    path = settings.sqlite_path()
+    return path if path is not None and not path.exists() else None
 
 
 def unreachable(url: URL, exc: BaseException) -> str:
@@ -141,6 +176,8 @@ def _reason(exc: BaseException, password: str | None) -> str:
     args: tuple[object, ...] = cause.args
     if isinstance(cause, OSError) and cause.errno is not None and cause.errno > 0:
         text = os.strerror(cause.errno)  # "Connection refused", not asyncio's "Connect call failed (...)"
+        if cause.filename is not None:
+            text += f" ({cause.filename})"  # which directory in a SQLite file's path is in the way
     elif len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
         text = args[1]  # the MySQL drivers' (code, message) pairs, and resolver errors
     else:

@@ -62,19 +62,31 @@ async def test_a_closed_port_is_one_line_without_the_password(args: list[str], e
     assert_one_line(result, f"cannot reach the database at 127.0.0.1:{port}: Connection refused")
 
 
-async def test_unreachable_mariadb_and_an_unopenable_sqlite_file(tmp_path: Path) -> None:
+async def test_unreachable_mariadb() -> None:
     port = free_port()
-    mariadb = await invoke(
-        ["outbox", "status"], f"mysql+asyncmy://root:{PASSWORD}@127.0.0.1:{port}/goodnight"
-    )
+    result = await invoke(["outbox", "status"], f"mysql+asyncmy://root:{PASSWORD}@127.0.0.1:{port}/goodnight")
     assert_one_line(
-        mariadb,
+        result,
         f"cannot reach the database at 127.0.0.1:{port}: Can't connect to MySQL server on '127.0.0.1' "
         f"([Errno 111] Connect call failed ('127.0.0.1', {port}))",
     )
-    missing = tmp_path / "no-such-directory" / "goodnight.db"
-    sqlite = await invoke(["outbox", "dead"], f"sqlite+aiosqlite:///{missing}")
-    assert_one_line(sqlite, f"cannot reach the database at {missing}: unable to open database file")
+
+
+async def test_a_missing_sqlite_file_is_named_and_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "goodnight.db"
+    for args, env in SCHEMA_COMMANDS:
+        result = await invoke(args, f"sqlite+aiosqlite:///{missing}", env)
+        assert_one_line(result, f"there is no database at {missing}; run goodnight migrate")
+    assert not missing.parent.exists()
+
+
+async def test_a_sqlite_file_that_cannot_be_created(tmp_path: Path) -> None:
+    """``migrate`` creates the file and its directory; here a regular file is in the way."""
+    (tmp_path / "taken").write_text("not a directory")
+    path = tmp_path / "taken" / "goodnight.db"
+    for args, env in SCHEMA_MAKING_COMMANDS:
+        result = await invoke(args, f"sqlite+aiosqlite:///{path}", env)
+        assert_one_line(result, f"cannot reach the database at {path}: File exists ({path.parent})")
 
 
 async def test_an_empty_sqlite_file_has_no_schema(tmp_path: Path) -> None:

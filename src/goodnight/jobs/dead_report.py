@@ -35,7 +35,7 @@ def print_dead_table(total: int, events: Sequence[DeadEvent], console: Console |
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for header in ("id", "attempts", "first attempt (UTC)", "last attempt (UTC)"):
         table.add_column(header, no_wrap=True)
-    table.add_column("kind / last error", ratio=1, overflow="fold")
+    table.add_column("kind / error", ratio=1, overflow="fold")
     for event in events:
         error = event.last_error or "-"
         if len(error) > TABLE_ERROR_LENGTH:
