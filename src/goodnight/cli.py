@@ -78,6 +78,7 @@ def _migrate(settings: Settings) -> None:
     typer.echo(f"database is at revision {revision}")
 
 
+MAX_EVENT_ID = 2**63 - 1  # outbox ids are BIGINT: a larger one is a typo, not a database error
 outbox_app = typer.Typer(help="Inspect and repair the outbox of background work.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 
@@ -120,7 +121,7 @@ def outbox_status(
 @uses_database()
 def outbox_dead(
     limit: Annotated[
-        int, typer.Option(min=1, help="Show at most this many, the most recently parked first.")
+        int, typer.Option(min=1, max=100_000, help="Show at most this many, the most recently parked first.")
     ] = 50,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON document instead of a table.")
@@ -141,7 +142,10 @@ def outbox_dead(
 @uses_database()
 def outbox_retry_dead(
     event_id: Annotated[
-        int | None, typer.Option("--id", help="Re-queue only this event (see goodnight outbox dead).")
+        int | None,
+        typer.Option(
+            "--id", min=1, max=MAX_EVENT_ID, help="Re-queue only this event (see goodnight outbox dead)."
+        ),
     ] = None,
 ) -> None:
     """Give events parked as dead a fresh set of attempts: all of them, or the one given with --id."""

@@ -96,6 +96,11 @@ async def test_dead_lists_parked_events_newest_first_with_when_and_why(
     assert json.loads(limited.stdout)["total"] == 3
     assert [listed["id"] for listed in json.loads(limited.stdout)["events"]] == [parked]
 
+    for impossible in ("0", "100001", str(2**64)):
+        refused = await invoke(["outbox", "dead", "--limit", impossible], database.url)
+        assert refused.exit_code == 2, refused.output
+        assert "Invalid value for '--limit'" in refused.output
+
     table = await invoke(["outbox", "dead", "--limit", "2"], database.url)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
@@ -167,6 +172,11 @@ async def test_retry_dead_by_id_requeues_that_event_only(db: Database, database:
     assert unknown.exit_code == 1, unknown.output
     assert unknown.stderr == f"no outbox event has id {pending + 1000}\n"
     assert (await outbox_row(db, other)).dead_at is not None
+
+    for impossible in ("0", "-3", str(2**63), "four"):
+        refused = await invoke(["outbox", "retry-dead", "--id", impossible], database.url)
+        assert refused.exit_code == 2, refused.output  # a usage error, before the database is asked
+        assert "Invalid value for '--id'" in refused.output
 
     # Without --id, every dead event, as before.
     everything = await invoke(["outbox", "retry-dead"], database.url)
