@@ -15,6 +15,7 @@ import typer
 import uvicorn
 from pydantic import ValidationError
 
+from goodnight.cli_database import require_usable, uses_database
 from goodnight.config import ConfigurationError, Settings, get_settings
 
 logger = logging.getLogger("goodnight.cli")
@@ -30,6 +31,7 @@ def _settings() -> Settings:
 
 
 @app.command()
+@uses_database(needs_schema=False)
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8000,
@@ -72,6 +74,7 @@ def serve(
 
 
 @app.command("migrate")
+@uses_database(needs_schema=False)
 def migrate_command() -> None:
     """Apply database migrations to GOODNIGHT_DATABASE_URL."""
     _migrate(_settings())
@@ -84,11 +87,13 @@ def _migrate(settings: Settings, report: Callable[[str], object] = typer.echo) -
     report(f"database is at revision {revision}")
 
 
+MAX_EVENT_ID = 2**63 - 1  # outbox ids are BIGINT: a larger one is a typo, not a database error
 outbox_app = typer.Typer(help="Inspect and repair the outbox of background work.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 
 
 @app.command()
+@uses_database()
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Workers in this process.")] = 1,
 ) -> None:
@@ -99,10 +104,13 @@ def worker(
         raise typer.Exit(2)
     from goodnight.jobs.runner import run_workers
 
+    # Once running, a worker rides out database outages; one that could never work stops at once instead.
+    asyncio.run(require_usable(settings))
     asyncio.run(run_workers(settings, concurrency))
 
 
 @outbox_app.command("status")
+@uses_database()
 def outbox_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -118,16 +126,62 @@ def outbox_status(
     typer.echo(f"oldest     {oldest}")
 
 
-@outbox_app.command("retry-dead")
-def outbox_retry_dead() -> None:
-    """Give every event parked as dead a fresh set of attempts."""
-    from goodnight.jobs.runner import retry_dead
+@outbox_app.command("dead")
+@uses_database()
+def outbox_dead(
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Show at most this many, the most recently parked first.")
+    ] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of a table.")
+    ] = False,
+) -> None:
+    """Events parked as dead after their last attempt failed, with the error that parked them."""
+    from goodnight.jobs.dead_report import dead_json, print_dead_table
+    from goodnight.jobs.runner import list_dead
 
-    count = asyncio.run(retry_dead(_settings()))
-    typer.echo(f"{count} dead event(s) queued again")
+    total, events = asyncio.run(list_dead(_settings(), limit))
+    if as_json:
+        typer.echo(dead_json(total, events))
+    else:
+        print_dead_table(total, events)
+
+
+@outbox_app.command("retry-dead")
+@uses_database()
+def outbox_retry_dead(
+    event_id: Annotated[
+        int | None,
+        typer.Option(
+            "--id", min=1, max=MAX_EVENT_ID, help="Re-queue only this event (see goodnight outbox dead)."
+        ),
+    ] = None,
+) -> None:
+    """Give events parked as dead a fresh set of attempts: all of them, or the one given with --id."""
+    from goodnight.jobs import runner
+    from goodnight.jobs.outbox import RetryOutcome
+
+    settings = _settings()
+    if event_id is None:
+        count = asyncio.run(runner.retry_dead(settings))
+        typer.echo(f"{count} dead event(s) queued again")
+        return
+    outcome = asyncio.run(runner.retry_dead_event(settings, event_id))
+    if outcome is RetryOutcome.QUEUED:
+        typer.echo(f"event {event_id} queued again")
+        return
+    if outcome is RetryOutcome.NOT_FOUND:
+        problem = f"no outbox event has id {event_id}"
+    else:
+        problem = (
+            f"outbox event {event_id} is not dead (it is pending or in flight); only dead events are retried"
+        )
+    typer.secho(problem, err=True, fg=typer.colors.RED)
+    raise typer.Exit(1)
 
 
 @app.command()
+@uses_database(needs_schema=False)
 def seed(
     users: Annotated[int, typer.Option(min=1, help="Users to create: user1 ... userN.")],
     password: Annotated[str, typer.Option(help="The password every generated user shares (hashed once).")],

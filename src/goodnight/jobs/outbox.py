@@ -210,3 +210,64 @@ async def retry_dead(session: AsyncSession) -> int:
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- Operator commands: looking at parked events one by one, and reviving one of them. ---
+
+
+@dataclass(frozen=True, slots=True)
+class DeadEvent:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+    # The outbox records no attempt times of its own: the first attempt follows the write within a poll (or
+    # is the writing request's inline apply), and the last one failed when the event was parked.
+    first_attempt_at: datetime
+    last_attempt_at: datetime
+    last_error: str | None
+
+
+async def dead_events(session: AsyncSession, *, limit: int) -> tuple[int, list[DeadEvent]]:
+    """How many events are parked, and the ``limit`` most recently parked of them, newest first."""
+    parked = OutboxEvent.dead_at.is_not(None)
+    total = await session.scalar(sa.select(sa.func.count()).select_from(OutboxEvent).where(parked))
+    rows = await session.scalars(
+        sa.select(OutboxEvent)
+        .where(parked)
+        .order_by(OutboxEvent.dead_at.desc(), OutboxEvent.id.desc())
+        .limit(limit)
+    )
+    events = [
+        DeadEvent(
+            id=row.id,
+            kind=row.kind,
+            payload=row.payload,
+            attempts=row.attempts,
+            first_attempt_at=row.created_at,
+            last_attempt_at=row.dead_at or row.created_at,
+            last_error=row.last_error,
+        )
+        for row in rows
+    ]
+    return int(total or 0), events
+
+
+class RetryOutcome(StrEnum):
+    QUEUED = "queued"
+    NOT_FOUND = "not_found"
+    NOT_DEAD = "not_dead"
+
+
+async def retry_dead_event(session: AsyncSession, event_id: int) -> RetryOutcome:
+    """Give one parked event a fresh set of attempts, as ``retry_dead`` does for all of them."""
+    result = await session.execute(
+        sa.update(OutboxEvent)
+        .where(OutboxEvent.id == event_id, OutboxEvent.dead_at.is_not(None))
+        .values(dead_at=None, attempts=0, available_at=utcnow(), claimed_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount:  # type: ignore[attr-defined]
+        return RetryOutcome.QUEUED
+    exists = await session.scalar(sa.select(OutboxEvent.id).where(OutboxEvent.id == event_id))
+    return RetryOutcome.NOT_DEAD if exists is not None else RetryOutcome.NOT_FOUND

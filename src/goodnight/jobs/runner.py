@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.config import Settings
 from goodnight.db import Database
@@ -42,20 +46,35 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
 
 
 async def read_status(settings: Settings) -> outbox.OutboxStatus:
-    database = Database(settings)
-    try:
-        async with database.reader() as session:
-            return await outbox.status(session)
-    finally:
-        await database.dispose()
+    async with _session(settings) as session:
+        return await outbox.status(session)
 
 
 async def retry_dead(settings: Settings) -> int:
+    async with _session(settings, write=True) as session:
+        count = await outbox.retry_dead(session)
+        await session.commit()
+        return count
+
+
+async def list_dead(settings: Settings, limit: int) -> tuple[int, list[outbox.DeadEvent]]:
+    async with _session(settings) as session:
+        return await outbox.dead_events(session, limit=limit)
+
+
+async def retry_dead_event(settings: Settings, event_id: int) -> outbox.RetryOutcome:
+    async with _session(settings, write=True) as session:
+        outcome = await outbox.retry_dead_event(session, event_id)
+        await session.commit()
+        return outcome
+
+
+@asynccontextmanager
+async def _session(settings: Settings, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+    """One session on an engine of its own, for a command that runs once and exits."""
     database = Database(settings)
     try:
-        async with database.writer() as session:
-            count = await outbox.retry_dead(session)
-            await session.commit()
-            return count
+        async with (database.writer if write else database.reader)() as session:
+            yield session
     finally:
         await database.dispose()

@@ -1,0 +1,1 @@
+"""What operators paste into Prometheus and Grafana."""

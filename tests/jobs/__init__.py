@@ -1,0 +1,1 @@
+"""Background work: the outbox and the commands operators run on it."""
