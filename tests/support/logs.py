@@ -24,12 +24,8 @@ def app_logs() -> Iterator[list[logging.LogRecord]]:
     """Every record of the ``goodnight`` loggers meanwhile, whatever their level of rendering. Enter it
     after ``create_app``, which resets the loggers' handlers."""
     collect = _Collect()
-    logger = logging.getLogger("goodnight")
-    logger.addHandler(collect)
-    try:
+    with _attached(collect):
         yield collect.records
-    finally:
-        logger.removeHandler(collect)
 
 
 def records_of(records: list[logging.LogRecord], request_id: str) -> list[logging.LogRecord]:
@@ -53,9 +49,15 @@ def rendered_lines(
     """Every line of the ``goodnight`` loggers meanwhile, rendered as the process renders it, when it is
     written: inside the request, event and span that wrote it. Enter it after ``create_app``."""
     render = _Render(build_formatter(env, trace_ids=trace_ids))
-    logger = logging.getLogger("goodnight")
-    logger.addHandler(render)
-    try:
+    with _attached(render):
         yield render.lines
+
+
+@contextmanager
+def _attached(handler: logging.Handler) -> Iterator[None]:
+    logger = logging.getLogger("goodnight")
+    logger.addHandler(handler)
+    try:
+        yield
     finally:
-        logger.removeHandler(render)
+        logger.removeHandler(handler)
