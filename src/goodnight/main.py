@@ -142,6 +142,8 @@ def _probe_paths() -> list[str]:
 
 def _trace_services(tracing: Tracing, services: Services) -> None:
     tracing.instrument_engine(services.database.engine)
+    for replica in services.replicas.replicas if services.replicas is not None else []:
+        tracing.instrument_engine(replica.engine)
     tracing.instrument_redis()
     if services.timeline is not None:
         services.timeline.worker.tracer = tracing.tracer
