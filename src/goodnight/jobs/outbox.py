@@ -49,6 +49,7 @@ class Claimed:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    created_at: datetime | None = None  # when the event was written (with the change that caused it)
 
 
 async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[Claimed]:
@@ -82,10 +83,11 @@ async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[
     )
     rows = await session.execute(
         sa.select(OutboxEvent.id, OutboxEvent.kind, OutboxEvent.payload, OutboxEvent.attempts)
+        .add_columns(OutboxEvent.created_at)
         .where(OutboxEvent.id.in_(ids))
         .order_by(OutboxEvent.id)
     )
-    return [Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3]) for row in rows]
+    return [Claimed(*row) for row in rows]
 
 
 async def complete(session: AsyncSession, ids: list[int]) -> None:
