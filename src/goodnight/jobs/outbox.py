@@ -81,13 +81,15 @@ async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[
         .values(claimed_until=now + lease, attempts=OutboxEvent.attempts + 1)
         .execution_options(synchronize_session=False)
     )
+    event = OutboxEvent
     rows = await session.execute(
-        sa.select(OutboxEvent.id, OutboxEvent.kind, OutboxEvent.payload, OutboxEvent.attempts)
-        .add_columns(OutboxEvent.created_at)
-        .where(OutboxEvent.id.in_(ids))
-        .order_by(OutboxEvent.id)
+        sa.select(event.id, event.kind, event.payload, event.attempts, event.created_at)
+        .where(event.id.in_(ids))
+        .order_by(event.id)
     )
-    return [Claimed(*row) for row in rows]
+    return [
+        Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3], created_at=row[4]) for row in rows
+    ]
 
 
 async def complete(session: AsyncSession, ids: list[int]) -> None:

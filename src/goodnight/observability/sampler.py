@@ -16,8 +16,12 @@ from sqlalchemy.pool import QueuePool
 from goodnight.db import Database, is_database_unavailable
 from goodnight.jobs import outbox
 from goodnight.kit.background import BackgroundFailures
-from goodnight.observability.metrics import DB_POOL_CONNECTIONS, OUTBOX_EVENTS, OUTBOX_OLDEST_PENDING_AGE
-from goodnight.observability.metrics import REDIS_BREAKER_OPEN as BREAKER_OPEN
+from goodnight.observability.metrics import (
+    DB_POOL_CONNECTIONS,
+    OUTBOX_EVENTS,
+    OUTBOX_OLDEST_PENDING_AGE,
+    REDIS_BREAKER_OPEN,
+)
 
 logger = logging.getLogger("goodnight.metrics")
 SAMPLE_SECONDS = 2.0
@@ -44,7 +48,7 @@ class Sampler:
         """One round: what this process holds, and the outbox when its turn has come."""
         self._sample_pool()
         if self.breaker_open is not None:
-            BREAKER_OPEN.set(1 if self.breaker_open() else 0)
+            REDIS_BREAKER_OPEN.set(1 if self.breaker_open() else 0)
         if self.outbox and time.monotonic() >= self._outbox_due:
             self._outbox_due = time.monotonic() + self.outbox_every
             try:
