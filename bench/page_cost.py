@@ -14,14 +14,11 @@ token check and the page assembly cost), and the page's two Redis calls next to 
 from __future__ import annotations
 
 import argparse
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
 
 import uvloop
-from gnbench.asgi import get_scope
+from gnbench.asgi import call, cpu_us, get_scope
 
 from goodnight.config import get_settings
 from goodnight.feed.render import PageItem
@@ -29,28 +26,6 @@ from goodnight.kit.clock import utcnow
 from goodnight.main import create_app
 from goodnight.timeline import keys
 from goodnight.timeline.reader import PageRequest
-
-
-async def _call(app: Any, scope: dict[str, Any]) -> None:
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        return None
-
-    await app(dict(scope, state={}), receive, send)
-
-
-async def _cpu_us(work: Callable[[], Awaitable[object]], calls: int = 3000, runs: int = 5) -> float:
-    for _ in range(300):
-        await work()
-    best = float("inf")
-    for _ in range(runs):
-        started = time.process_time()
-        for _ in range(calls):
-            await work()
-        best = min(best, (time.process_time() - started) / calls * 1e6)
-    return best
 
 
 async def measure(reader_id: uuid.UUID) -> dict[str, float]:
@@ -63,12 +38,12 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         feed = get_scope("/api/v1/sleep_records/followings", services.tokens.issue(reader_id).token)
         health = get_scope("/api/v1/health")
         for _ in range(3):  # the first reads may build the timeline and load the celebrity snapshot
-            await _call(app, feed)
+            await call(app, feed)
             await reader.drain_background()
         declined = reader.declined
         figures = {
-            "GET /health": await _cpu_us(lambda: _call(app, health)),
-            "GET feed page (Redis)": await _cpu_us(lambda: _call(app, feed)),
+            "GET /health": await cpu_us(lambda: call(app, health)),
+            "GET feed page (Redis)": await cpu_us(lambda: call(app, feed)),
         }
         if reader.declined != declined:
             raise SystemExit("some pages were answered from SQL: is the reader's timeline warm?")
@@ -78,15 +53,15 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         members = [item.position for item in page]
         first, last = keys.bucket_day(since), keys.bucket_day(now)
         read = store.read
-        figures["  its read script call"] = await _cpu_us(lambda: read(reader_id, first, last, None, 15))
-        figures[f"  its MGET of {len(members)} renderings"] = await _cpu_us(lambda: store.renderings(members))
-        figures["  a bare redis-py GET, for scale"] = await _cpu_us(lambda: store.redis.get("gn:none"))
+        figures["  its read script call"] = await cpu_us(lambda: read(reader_id, first, last, None, 15))
+        figures[f"  its MGET of {len(members)} renderings"] = await cpu_us(lambda: store.renderings(members))
+        figures["  a bare redis-py GET, for scale"] = await cpu_us(lambda: store.redis.get("gn:none"))
 
         async def stub(request: PageRequest) -> list[PageItem]:
             return page
 
         reader.page = stub
-        figures["GET feed page, timeline stubbed out"] = await _cpu_us(lambda: _call(app, feed))
+        figures["GET feed page, timeline stubbed out"] = await cpu_us(lambda: call(app, feed))
         return figures
 
 

@@ -200,7 +200,7 @@ async def test_requests_beyond_the_in_flight_cap_are_refused_at_once(tmp_path: P
         (logged,) = records_of(records, refused.headers["x-request-id"])
         assert logged.__dict__["status"] == 503
         assert_refused(await http.post("/auth/login", json={"username": "a", "password": "b"}))
-        for probe in ("/health", "/health/ready"):
+        for probe in ("/health", "/health/ready", "http://testserver/metrics"):
             assert (await http.get(probe)).status_code == 200, probe
         release.set()
         assert (await parked).status_code == 200

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from goodnight.cli_database import require_usable, uses_database
 from goodnight.config import ConfigurationError, Settings, get_settings
+from goodnight.observability.multiprocess import use_private_directory
 
 logger = logging.getLogger("goodnight.cli")
 app = typer.Typer(help="Goodnight: a social sleep-tracking API.", no_args_is_help=True, add_completion=False)
@@ -54,6 +55,7 @@ def serve(
     # heads. By name, not as a class: uvicorn pickles its config into each worker, and unpickling a class
     # imports the app's modules before the worker can answer the supervisor's health check.
     protocol = f"{GuardedHttpToolsProtocol.__module__}:{GuardedHttpToolsProtocol.__qualname__}"
+    use_private_directory(workers if settings.metrics else 1)  # before the workers start: they inherit it
     uvicorn.run(
         "goodnight.main:create_app",
         factory=True,
@@ -96,17 +98,27 @@ app.add_typer(outbox_app, name="outbox")
 @uses_database()
 def worker(
     concurrency: Annotated[int, typer.Option(min=1, help="Workers in this process.")] = 1,
+    metrics_port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="Serve /metrics on this TCP port.")
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface for --metrics-port (others need GOODNIGHT_METRICS_TOKEN).")
+    ] = "127.0.0.1",
 ) -> None:
     """Drain the outbox (Redis timeline fanout). Run any number, on any number of machines."""
     settings = _settings()
     if not settings.redis_url:
         typer.secho("GOODNIGHT_REDIS_URL is not set: there is no background work to do.", err=True)
         raise typer.Exit(2)
+    if metrics_port is not None and not settings.metrics:
+        typer.secho("--metrics-port: metrics are switched off (GOODNIGHT_METRICS=off).", err=True)
+        raise typer.Exit(2)
     from goodnight.jobs.runner import run_workers
 
     # Once running, a worker rides out database outages; one that could never work stops at once instead.
     asyncio.run(require_usable(settings))
-    asyncio.run(run_workers(settings, concurrency))
+    metrics_at = None if metrics_port is None else (metrics_host, metrics_port)
+    asyncio.run(run_workers(settings, concurrency, metrics_at))
 
 
 @outbox_app.command("status")

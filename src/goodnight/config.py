@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     # Origins (exact, comma-separated) whose browser apps may call the API. Empty: none.
     cors_origins: str = ""
 
+    # --- Metrics (docs/operations.md "Metrics") ---
+    # ``off`` removes /metrics and stops recording requests (benchmarks compare the two).
+    metrics: bool = True
+    # When set, /metrics requires ``Authorization: Bearer <token>``; unset, it answers loopback peers only.
+    metrics_token: SecretStr | None = None
+
     @model_validator(mode="after")
     def _production_needs_a_real_secret(self) -> Settings:
         if self.env is Environment.PRODUCTION:
@@ -100,6 +106,13 @@ class Settings(BaseSettings):
                     '(generate one with: python3 -c "import secrets; print(secrets.token_urlsafe(48))")'
                 )
             check_secret_strength(self.jwt_secret.get_secret_value())
+        return self
+
+    @model_validator(mode="after")
+    def _metrics_token_is_strong(self) -> Settings:
+        """In every environment: /metrics is never rate-limited, so a short token could be guessed."""
+        if self.metrics_token is not None:
+            check_secret_strength(self.metrics_token.get_secret_value(), "GOODNIGHT_METRICS_TOKEN")
         return self
 
     @model_validator(mode="after")
@@ -191,13 +204,13 @@ def _comma_separated(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def check_secret_strength(secret: str) -> None:
+def check_secret_strength(secret: str, name: str = "GOODNIGHT_JWT_SECRET") -> None:
     if len(secret) < MIN_SECRET_LENGTH:
         raise ConfigurationError(
-            f"GOODNIGHT_JWT_SECRET is too short ({len(secret)} characters); use at least {MIN_SECRET_LENGTH}"
+            f"{name} is too short ({len(secret)} characters); use at least {MIN_SECRET_LENGTH}"
         )
     if secret.lower() in PLACEHOLDER_SECRETS or len(set(secret)) < 8:
-        raise ConfigurationError("GOODNIGHT_JWT_SECRET looks like a placeholder; use a random value")
+        raise ConfigurationError(f"{name} looks like a placeholder; use a random value")
 
 
 def load_or_create_secret(path: Path) -> str:

@@ -26,7 +26,11 @@ from goodnight.feed.router import router as feed_router
 from goodnight.jobs.events import Events
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
+from goodnight.observability.lifecycle import ProcessMetrics, feed_breaker_open
+from goodnight.observability.metrics import HttpRecorder
+from goodnight.observability.metrics_route import METRICS_PATH, metrics_router
 from goodnight.observability.switch import start_tracing
+from goodnight.ratelimit.client_ip import ClientAddress, parse_networks
 from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.ratelimit.middleware import RateLimitMiddleware
 from goodnight.replicas.fallback import ReplicaFallbackMiddleware
@@ -92,9 +96,14 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             services.replicas.start()
         if services.timeline is not None and settings.embedded_worker:
             services.timeline.start_worker()
+        timeline = services.timeline
+        metrics = ProcessMetrics.start(
+            settings, services.database, outbox=timeline is not None, breaker_open=feed_breaker_open(timeline)
+        )
         try:
             yield
         finally:
+            await metrics.stop()
             if services.timeline is not None:
                 await services.timeline.close()
             await services.revocations.close()
@@ -132,6 +141,8 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
     api.include_router(sleep_router)
     api.include_router(sleep_summary_router)
     app.include_router(api)
+    if settings.metrics:
+        app.include_router(metrics_router(settings))
     mount_docs(app)
     return app
 
@@ -157,8 +168,9 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     refuses overload before any work is done; then rate limits; then the routes.
     """
     # Health probes are never refused: an orchestrator that sees a busy process fail its probes restarts it
-    # or takes it out of rotation, which moves its load onto the others and spreads the overload.
-    probes = _probe_paths()
+    # or takes it out of rotation, which moves its load onto the others and spreads the overload. Nor are
+    # the metrics: an overloaded server is when they matter most.
+    probes = [*_probe_paths(), METRICS_PATH]
     if settings.replica_url_list:
         app.add_middleware(ReplicaFallbackMiddleware)
     if settings.rate_limits:
@@ -166,5 +178,10 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(InFlightCap, limit=settings.max_requests_in_flight, exempt_paths=probes)
     if settings.cors_origin_list:
         app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        RequestContextMiddleware,
+        client_address=ClientAddress(parse_networks(settings.trusted_proxy_list)),
+        quiet_paths=probes,
+        metrics=HttpRecorder() if settings.metrics else None,
+    )
     app.add_middleware(SecurityHeadersMiddleware)

@@ -21,7 +21,7 @@ from tests.support.times import ago, iso
 
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # Every request line has these; ``user_id`` when the request was authenticated, trace ids when traced.
-REQUEST_KEYS = {"request_id", "method", "path", "status", "duration_ms"}
+REQUEST_KEYS = {"request_id", "method", "route", "path", "status", "duration_ms", "client_ip"}
 SERVICE = "goodnight-under-test"
 
 

@@ -22,6 +22,7 @@ from goodnight.feed.schemas import FeedPagination
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.keyset import split_page
+from goodnight.observability import metrics
 from goodnight.timeline import keys
 from goodnight.timeline.reader import PageRequest, TimelineReader
 from goodnight.users import repository as users
@@ -80,6 +81,8 @@ async def followings_feed(
         # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer). It
         # seeks by cursor only: a later offset page is SQL's.
         items = await timeline.page(PageRequest(user_id, since, per_page + 1, after))
+    else:
+        metrics.feed_from_sql(metrics.NO_REDIS if timeline is None else metrics.OFFSET)
     if items is None:
         items = await _from_sql(database, user_id, since, per_page + 1, after, offset)
     page, more = split_page(items, per_page)

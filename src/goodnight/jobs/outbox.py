@@ -57,6 +57,7 @@ class Claimed:
     attempts: int
     # The writing request's id and trace context, if any (older events have none).
     context: dict[str, str] | None = None
+    created_at: datetime | None = None  # when the event was written (with the change that caused it)
 
 
 async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[Claimed]:
@@ -88,14 +89,16 @@ async def claim(session: AsyncSession, *, limit: int, lease: timedelta) -> list[
         .values(claimed_until=now + lease, attempts=OutboxEvent.attempts + 1)
         .execution_options(synchronize_session=False)
     )
+    event = OutboxEvent
     rows = await session.execute(
-        sa.select(
-            OutboxEvent.id, OutboxEvent.kind, OutboxEvent.payload, OutboxEvent.attempts, OutboxEvent.context
-        )
-        .where(OutboxEvent.id.in_(ids))
-        .order_by(OutboxEvent.id)
+        sa.select(event.id, event.kind, event.payload, event.attempts, event.context, event.created_at)
+        .where(event.id.in_(ids))
+        .order_by(event.id)
     )
-    return [Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3], context=row[4]) for row in rows]
+    return [
+        Claimed(id=row[0], kind=row[1], payload=row[2], attempts=row[3], context=row[4], created_at=row[5])
+        for row in rows
+    ]
 
 
 async def complete(session: AsyncSession, ids: list[int]) -> None:

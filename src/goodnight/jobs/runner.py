@@ -15,13 +15,17 @@ from goodnight.db import Database
 from goodnight.jobs import outbox
 from goodnight.logging_setup import configure_logging
 from goodnight.observability.switch import start_tracing
+from goodnight.observability.worker_metrics import worker_metrics
 from goodnight.timeline.runtime import Timeline
 
 logger = logging.getLogger("goodnight.worker")
 
 
-async def run_workers(settings: Settings, concurrency: int) -> None:
-    """Run ``concurrency`` workers until SIGINT/SIGTERM; a second signal is not needed, shutdown is quick."""
+async def run_workers(
+    settings: Settings, concurrency: int, metrics_at: tuple[str, int] | None = None
+) -> None:
+    """Run ``concurrency`` workers until SIGINT/SIGTERM; a second signal is not needed, shutdown is quick.
+    With ``metrics_at`` (host, port), ``/metrics`` is served there."""
     tracing = start_tracing()
     configure_logging(settings.env, trace_ids=tracing is not None)
     database = Database(settings)
@@ -36,7 +40,8 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
         loop.add_signal_handler(signum, stop.set)
     logger.info("outbox worker started (%s in this process)", concurrency)
     try:
-        await asyncio.gather(*(timeline.worker.run(stop) for _ in range(concurrency)))
+        async with worker_metrics(settings, database, metrics_at):
+            await asyncio.gather(*(timeline.worker.run(stop) for _ in range(concurrency)))
     finally:
         await timeline.close()
         await database.dispose()

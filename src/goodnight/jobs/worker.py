@@ -13,6 +13,7 @@ from goodnight.db import Database, is_database_unavailable
 from goodnight.jobs import outbox
 from goodnight.jobs.events import Apply
 from goodnight.kit.background import BackgroundFailures
+from goodnight.observability import metrics
 from goodnight.observability.event_context import mark_failed, resumed
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ class Worker:
                     await self._failed(event, exc)
                 else:
                     done.append(event.id)
+                    metrics.event_applied(event.kind, event.created_at)
         if done:
             async with self.database.writer() as session:
                 await outbox.complete(session, done)
@@ -87,6 +89,7 @@ class Worker:
         async with self.database.writer() as session:
             await outbox.release(session, event, f"{type(exc).__name__}: {exc}", delay=RETRY_TRANSIENT)
             await session.commit()
+        metrics.event_failed(event.kind, dead=False)
 
     async def _failed(self, event: outbox.Claimed, exc: Exception) -> None:
         mark_failed(exc)
@@ -95,6 +98,7 @@ class Worker:
                 session, event, f"{type(exc).__name__}: {exc}", max_attempts=self.max_attempts
             )
             await session.commit()
+        metrics.event_failed(event.kind, dead=dead)
         log = logger.error if dead else logger.warning
         parked = " and is parked as dead" if dead else ""
         log(

@@ -1,0 +1,1 @@
+"""What an operator sees of a running Goodnight: Prometheus metrics (and, beside them, logs and traces)."""

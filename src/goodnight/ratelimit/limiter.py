@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from goodnight.config import Settings
 from goodnight.errors import RateLimited
+from goodnight.observability import metrics
 from goodnight.ratelimit.client_ip import ClientAddress, parse_networks
 from goodnight.ratelimit.policies import Policies, Policy
 from goodnight.ratelimit.verdict import UNLIMITED, Verdict
@@ -100,6 +101,7 @@ class RateLimiter:
         """
         verdict = await self.hit(self.policies.login_user, _username_key(username))
         if not verdict.allowed:
+            metrics.rate_limited(self.policies.login_user.name)
             raise RateLimited(headers=verdict.header_dict())
 
     async def login_succeeded(self, username: str) -> None:

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from goodnight.api_docs import DOCS_PATH
 from goodnight.errors import RateLimited, Unauthorized, send_error
+from goodnight.observability import metrics
 from goodnight.ratelimit.policies import Policy
 from goodnight.ratelimit.verdict import Verdict
 
@@ -50,6 +51,7 @@ class RateLimitMiddleware:
         policy, key = self._policy_for(scope, services)
         verdict = await services.rate_limiter.hit(policy, key)
         if not verdict.allowed:
+            metrics.rate_limited(policy.name)
             await send_error(scope, receive, send, RateLimited(headers=verdict.header_dict()))
             return
         await self.app(scope, receive, _with_headers(send, verdict))

@@ -20,6 +20,7 @@ from goodnight.db import Database
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, User
+from goodnight.observability import metrics
 from goodnight.timeline import keys, repository
 from goodnight.timeline.keys import WINDOW_DAYS
 from goodnight.timeline.store import Entry, TimelineStore
@@ -224,5 +225,6 @@ class Fanout:
                 await self.store.remove(batch, entries)
             else:
                 await self.store.add(batch, author_id, entries)
+                metrics.fanned_out(len(batch) * len(entries))
             reached += len(batch)
             after = batch[-1]

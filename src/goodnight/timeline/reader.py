@@ -30,6 +30,7 @@ from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.feed.render import TOMBSTONE, PageItem, epoch_ms, parse_rendering
 from goodnight.kit.clock import utcnow
+from goodnight.observability import metrics
 from goodnight.timeline import keys, repository
 from goodnight.timeline.catch_up import CatchUp
 from goodnight.timeline.outage import DatabaseAway, background_failures, querying
@@ -118,22 +119,30 @@ class TimelineReader:
             self.declined += 1
         else:
             self.served += 1
+            metrics.feed_from_redis()
         return items
 
     def redis_failed(self) -> None:
         self.breaker.trip()
+        metrics.redis_breaker_opened()
         self.catch_up.redis_failed()
 
     async def _page(self, request: PageRequest) -> list[PageItem] | None:
-        if not self.breaker.allows() or not await self.catch_up.allows():
+        if not self.breaker.allows():
+            metrics.feed_from_sql(metrics.BREAKER_OPEN)
+            return None
+        if not await self.catch_up.allows():
+            metrics.feed_from_sql(metrics.LAGGING)
             return None
         try:
             return await self._assemble(request)
         except DatabaseAway:
+            metrics.feed_from_sql(metrics.DATABASE_AWAY)
             return None  # the page needed a query: SQL answers (503 while the database is away)
         except REDIS_ERRORS as exc:
             logger.warning("redis unavailable, serving the feed from SQL: %s", exc)
             self.redis_failed()
+            metrics.feed_from_sql(metrics.REDIS_ERROR)
             return None
 
     async def _assemble(self, request: PageRequest) -> list[PageItem] | None:
@@ -148,6 +157,7 @@ class TimelineReader:
             if snapshot is None:  # Redis lost the celebrity set, rebuilt meanwhile: SQL answers
                 if not await self.store.is_warm(reader):
                     self._spawn(self._rebuild(reader))  # lost with it, most likely: both come back together
+                metrics.feed_from_sql(metrics.COLD)
                 return None
             # The cached celebrity follows go into the read; the read then tells whether they were current.
             followed = self._cached_celebrity_follows(reader, snapshot)
@@ -157,6 +167,7 @@ class TimelineReader:
             found = await self.store.page(reader, first, last, cursor, wanted, celebrity)
             if found is None:
                 self._spawn(self._rebuild(reader))
+                metrics.feed_from_sql(metrics.COLD)
                 return None
             if not page and time.time() - found.marker.seen > SEEN_REFRESH_SECONDS:
                 self._spawn(self._mark_seen(reader))
@@ -169,6 +180,7 @@ class TimelineReader:
             for member, raw in zip(found.members, found.renderings, strict=True):
                 if raw is None:  # every entry is stored with its rendering: Redis has lost data
                     self._spawn(self._rebuild(reader))
+                    metrics.feed_from_sql(metrics.COLD)
                     return None
                 if raw == TOMBSTONE:
                     continue
@@ -178,6 +190,7 @@ class TimelineReader:
             if len(page) >= limit or found.exhausted or not found.members:
                 return page[:limit]
             cursor = found.members[-1]
+        metrics.feed_from_sql(metrics.TOMBSTONES)
         return None  # a timeline this full of deleted records is better answered by SQL
 
     async def _load_snapshot(self) -> CelebritySnapshot | None:
