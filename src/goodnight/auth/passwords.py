@@ -3,8 +3,9 @@
 A hash is deliberately slow and big (~0.2 s of CPU and ``argon2_memory_kib``, 64 MiB by default). Run
 without a bound, a flood of logins starts hundreds at once: each takes forever because they share the CPUs,
 and together they take gigabytes. So a process hashes in at most ``hash_concurrency`` slots at once, and a
-request that cannot get a slot within ``hash_wait_seconds`` is refused with 503 ``overloaded``: a flood
-costs bounded memory and the requests that do get in finish in about the time one hash takes.
+request that cannot get a slot within ``hash_wait_seconds``, or finds a full queue, is refused with 503
+``overloaded``: a flood costs bounded memory, holds few requests in flight, and the requests that do get in
+finish in about the time one hash takes.
 
 Callers hold no database connection while they wait or hash (see ``auth.service.login`` and
 ``users.service.register``): hashing must never pin the connection pool.
@@ -33,6 +34,10 @@ T = TypeVar("T")
 # Hashing threads run at a lower CPU priority than the event loop: during a login flood every other request
 # keeps its latency, and the logins (a few a day per person) are the ones that wait.
 HASHING_NICENESS = 10
+# Logins queued per slot, beyond which one is refused at once. A hash takes ~0.2 s, so a slot works through
+# about this many within the default wait: a longer queue would only hold requests (and in-flight places,
+# which signed-in reads need) until their wait ran out, to refuse them then.
+QUEUED_PER_SLOT = 8
 
 
 def _yield_the_cpu() -> None:
@@ -50,6 +55,8 @@ class Passwords:
         slots = settings.resolved_hash_concurrency()
         self._gate = anyio.Semaphore(slots, fast_acquire=True)
         self._wait_seconds = settings.hash_wait_seconds
+        self._max_waiting = slots * QUEUED_PER_SLOT
+        self._waiting = 0
         # As many threads as slots: even a hash whose request was cancelled, and so gave its slot back, only
         # queues here, so no more than ``slots`` hashes ever hold their memory at once.
         threads = ThreadPoolExecutor(slots, thread_name_prefix="argon2", initializer=_yield_the_cpu)
@@ -60,14 +67,20 @@ class Passwords:
     async def slot(self) -> AsyncIterator[HashSlot]:
         """Hold a hashing slot for the block, or raise ``Overloaded`` if none frees up within the wait.
 
-        A login takes its slot before it reads the user, so a refused login has cost no query either.
+        A login takes its slot before it reads the user, so a refused login has cost no query either. One that
+        finds the queue full is refused at once.
         """
+        if self._gate.value == 0 and self._waiting >= self._max_waiting:
+            raise Overloaded(headers=retry_after(self._wait_seconds))
+        self._waiting += 1
         try:
             with anyio.fail_after(self._wait_seconds):
                 await self._gate.acquire()
         except TimeoutError:
             # Every slot has been busy for the whole wait: hashes are queueing faster than they finish.
             raise Overloaded(headers=retry_after(self._wait_seconds)) from None
+        finally:
+            self._waiting -= 1
         try:
             yield self._slot
         finally:
