@@ -8,6 +8,7 @@ costs no request a 5xx, and is used again once it is back.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from goodnight.replicas.routing import ReadRouting
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running
 from tests.support.databases import settings_for
+from tests.support.metrics import scrape
 from tests.support.nights import logged
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import clean_env, serving
@@ -154,6 +156,7 @@ async def test_reads_from_the_replica_answer_what_the_primary_answers(
         await caught_up(primary, routed)
         routing = routing_of(routed)
         before = dict(routing.reads)
+        counted = await scrape(via_replica)
         for path, who in _reads(ana, ben):
             from_replica = await via_replica.get(path, headers=who.headers)
             from_primary = await via_primary.get(path, headers=who.headers)
@@ -164,6 +167,13 @@ async def test_reads_from_the_replica_answer_what_the_primary_answers(
         ready = (await via_replica.get("/health/ready")).json()["read_replicas"]
         assert ready["replicas"][0]["status"] == "ok"
         assert ready["reads_from_replicas"] >= len(_reads(ana, ben))
+        metrics = await scrape(via_replica)
+        reads = "goodnight_db_reads_total"
+        assert metrics.value(reads, target="replica") - counted.value(reads, target="replica") == len(
+            _reads(ana, ben)
+        )
+        lag = metrics.value("goodnight_db_replica_lag_seconds", replica=ready["replicas"][0]["name"])
+        assert 0 <= lag <= routed.state.services.settings.replica_max_lag_seconds
 
 
 async def test_a_users_writes_are_on_their_next_read_while_the_replica_is_behind(
@@ -241,6 +251,8 @@ async def test_a_replica_stopped_under_load_costs_no_request_a_5xx(
             await asyncio.to_thread(replica.stop)
             await asyncio.sleep(1.5)
             assert replicas_of(routed).replicas[0].status == "down"
+            name = replicas_of(routed).replicas[0].name
+            assert (await scrape(client)).value("goodnight_db_replica_lag_seconds", replica=name) == math.inf
             await asyncio.to_thread(replica.start)
             await caught_up(primary, routed)
             served = routing_of(routed).reads["replica"]

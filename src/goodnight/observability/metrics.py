@@ -98,11 +98,30 @@ DB_POOL_CONNECTIONS = Gauge(
     ["state"],
     multiprocess_mode="livesum",
 )
+DB_REPLICA_LAG = Gauge(
+    "goodnight_db_replica_lag_seconds",
+    "How far each read replica is behind the primary (+Inf while it does not answer), sampled every 0.5 s.",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+DB_READS = Counter(
+    "goodnight_db_reads_total",
+    "Reads routed between the primary and the read replicas, by target (primary or replica).",
+    ["target"],
+)
 RATE_LIMITED = Counter(
     "goodnight_rate_limited_total",
     "Requests refused by a rate limit, by policy.",
     ["policy"],
 )
+
+
+def replica_sampled(replica: str, lag_seconds: float | None) -> None:
+    DB_REPLICA_LAG.labels(replica).set(float("inf") if lag_seconds is None else lag_seconds)
+
+
+def read_routed(target: str) -> None:
+    DB_READS.labels(target).inc()
 
 
 def method_label(method: str) -> str:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from goodnight.config import Settings
 from goodnight.db import create_engine, is_database_unavailable
 from goodnight.kit.background import BackgroundFailures
+from goodnight.observability import metrics
 
 logger = logging.getLogger("goodnight.replicas")
 SAMPLE_SECONDS = 0.5
@@ -89,7 +90,7 @@ class ReplicaSet:
         """A read found the replica unreachable: skip it until a sample finds it answering again."""
         if replica.status != "down":
             logger.warning("replica %s is unreachable; reading from the others or the primary", replica.name)
-        replica.status = "down"
+        self._down(replica)
 
     async def sample(self) -> None:
         """One round of positions: the primary's, then every replica's at once."""
@@ -106,10 +107,10 @@ class ReplicaSet:
         except Exception as exc:
             if replica.status != "down":
                 logger.warning("replica %s stopped answering: %s", replica.name, exc)
-            replica.status, replica.lag_seconds = "down", None
+            self._down(replica)
             return
         if replayed is None:  # not a standby (a promoted replica, a misconfigured URL): never read from it
-            replica.status, replica.lag_seconds = "down", None
+            self._down(replica)
             return
         replica.replayed = int(replayed)
         replica.lag_seconds = round(self._history.lag(replica.replayed, now), 3)
@@ -117,6 +118,11 @@ class ReplicaSet:
         if replica.status == "down" and healthy:
             logger.info("replica %s is answering and caught up; reading from it again", replica.name)
         replica.status = "ok" if healthy else "lagging"
+        metrics.replica_sampled(replica.name, replica.lag_seconds)
+
+    def _down(self, replica: Replica) -> None:
+        replica.status, replica.lag_seconds = "down", None
+        metrics.replica_sampled(replica.name, None)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Database, is_database_unavailable
+from goodnight.observability import metrics
 from goodnight.replicas.pool import PRIMARY_POSITION, Replica, ReplicaSet
 from goodnight.replicas.positions import WritePositions
 
@@ -62,7 +63,9 @@ class ReadRouting:
                     raise
                 self.replicas.mark_down(replica)
                 replica, session = None, self.database.reader()
-        self.reads["replica" if replica is not None else "primary"] += 1
+        target = "replica" if replica is not None else "primary"
+        self.reads[target] += 1
+        metrics.read_routed(target)
         try:
             async with session:
                 yield session
