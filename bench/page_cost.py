@@ -17,18 +17,17 @@ import argparse
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 import uvloop
 from gnbench.asgi import get_scope
 
 from goodnight.config import get_settings
-from goodnight.feed.render import PageItem
+from goodnight.feed.pages import PageItem, PageRequest
+from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.main import create_app
 from goodnight.timeline import keys
-from goodnight.timeline.reader import PageRequest
 
 
 async def _call(app: Any, scope: dict[str, Any]) -> None:
@@ -73,7 +72,7 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         if reader.declined != declined:
             raise SystemExit("some pages were answered from SQL: is the reader's timeline warm?")
         now = utcnow()
-        since = now - timedelta(days=keys.WINDOW_DAYS)
+        since = now - WINDOW
         page = await reader.page(PageRequest(reader_id, since, 11, None)) or []
         members = [item.position for item in page]
         first, last = keys.bucket_day(since), keys.bucket_day(now)

@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from goodnight.auth.passwords import Passwords
 from goodnight.config import Settings
+from goodnight.feed.position import POSITION_SIZE
 from goodnight.kit.clock import utcnow
 from goodnight.kit.ids import new_id
 from goodnight.main import create_app
 from goodnight.migrate import upgrade_to_head
 from goodnight.models import Follow, SleepRecord, User
-from goodnight.timeline import keys
 
 READERS = (10, 150, 5000)
 NIGHTS = 7
@@ -223,7 +223,7 @@ async def main() -> None:
         report.append(
             f"Timeline memory: {total_entries} entries in {total_bytes:,} bytes = "
             f"{total_bytes / max(total_entries, 1):.1f} bytes/entry (MEMORY USAGE, keys included; "
-            f"members are {keys.MEMBER_SIZE} bytes)"
+            f"members are {POSITION_SIZE} bytes)"
         )
         await cached.aclose()
         await plain.aclose()

@@ -11,6 +11,7 @@ import pytest
 
 from goodnight.feed.render import TOMBSTONE
 from goodnight.feed.repository import Author
+from goodnight.feed.window import REACH
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
 from goodnight.middleware import MAX_BODY_BYTES
@@ -223,7 +224,7 @@ async def test_a_rendering_stored_late_from_an_older_read_never_replaces_the_new
     await renamed(timeline_api, author, "New")
     # That fanout read the record with the old name, and stores its rendering (SET NX) only now.
     async with timeline.fanout.database.reader() as session:
-        rows = await repository.window_records(session, utcnow() - keys.REACH, authors=[uuid_of(author)])
+        rows = await repository.window_records(session, utcnow() - REACH, authors=[uuid_of(author)])
     old = Author(uuid_of(author), author.username, "Old")
     await timeline.store.put_renderings([repository.rendering(replace(row, author=old)) for row in rows])
     assert b'"name":"New"' in (await rendering_of(timeline, record) or b"")

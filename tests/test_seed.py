@@ -21,6 +21,8 @@ from goodnight.auth.passwords import Passwords
 from goodnight.cli import app as cli_app
 from goodnight.config import Settings, get_settings
 from goodnight.db import Database
+from goodnight.feed.position import parse_position
+from goodnight.feed.window import REACH, WINDOW
 from goodnight.main import create_app
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.seed import SeedOptions, SeedRefused, run_seed
@@ -441,7 +443,7 @@ async def same_as_rebuild(reader: TimelineReader, settings: Settings, user_id: u
     (rebuild loads them too; the seed, like fanout, leaves them to the read-time merge), give or take a
     record crossing the window's edge in the seconds between the two."""
     now = datetime.now(UTC)
-    days = keys.bucket_days(now - timedelta(days=keys.WINDOW_DAYS + 1), now)
+    days = keys.bucket_days(now - REACH, now)
 
     async def snapshot() -> dict[bytes, str]:
         redis = reader.store.redis
@@ -452,7 +454,7 @@ async def same_as_rebuild(reader: TimelineReader, settings: Settings, user_id: u
         return found
 
     async def authors(members: Iterable[bytes]) -> dict[uuid.UUID, tuple[datetime, int]]:
-        ids = [keys.parse_member(member)[1] for member in members]
+        ids = [parse_position(member)[1] for member in members]
         query = (
             sa.select(SleepRecord.id, SleepRecord.clocked_in_at, User.followers_count)
             .join(User, User.id == SleepRecord.user_id)
@@ -469,6 +471,6 @@ async def same_as_rebuild(reader: TimelineReader, settings: Settings, user_id: u
     assert all(followers <= THRESHOLD for _, followers in (await authors(built)).values())
     extra = await authors(rebuilt.keys() - built.keys())
     assert all(followers > THRESHOLD for _, followers in extra.values()), "only celebrities' records"
-    edge = datetime.now(UTC) - timedelta(days=keys.WINDOW_DAYS, minutes=-5)
+    edge = datetime.now(UTC) - WINDOW + timedelta(minutes=5)
     left_out = await authors(built.keys() - rebuilt.keys())
     assert all(start < edge for start, _ in left_out.values()), "only records leaving the window"

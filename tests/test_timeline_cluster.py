@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
+from goodnight.feed.position import parse_position
 from goodnight.timeline import keys
 from goodnight.timeline.redis_client import Breaker
 from goodnight.timeline.runtime import Timeline
@@ -244,7 +245,7 @@ async def test_celebrities_are_merged_at_read_time(
             for member in await raw(nodes[port], "ZRANGE", key, "0", "-1")
         ]
         fanned = {uuid.UUID(regular_night["id"])} if fan in fans[:CELEBRITY_THRESHOLD] else set()
-        assert {keys.parse_member(member)[1] for member in members} == fanned
+        assert {parse_position(member)[1] for member in members} == fanned
         feed = await same_feed(api, cluster_api, cluster_timeline, fan, per_page=1)
         assert set(feed) == {*ids(star_nights), *(str(record_id) for record_id in fanned)}
 

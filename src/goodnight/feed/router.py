@@ -29,8 +29,8 @@ async def followings_feed(
     # The hottest route takes its services without dependencies (each costs on every request), and opens no
     # request-wide database session: a page from Redis needs none, SQL opens its own.
     services: Services = request.app.state.services
-    timeline = services.timeline.reader if services.timeline is not None else None
+    fast = services.timeline.reader if services.timeline is not None else None
     body = await service.followings_feed(
-        services.database, me, per_page=per_page, cursor=cursor, start_index=start_index, timeline=timeline
+        services.database, me, per_page=per_page, cursor=cursor, start_index=start_index, fast=fast
     )
     return Response(body, media_type="application/json")

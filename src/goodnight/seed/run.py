@@ -28,6 +28,7 @@ from rich.progress import (
 from goodnight.auth.passwords import Passwords
 from goodnight.config import Settings
 from goodnight.db import Database
+from goodnight.feed.window import WINDOW
 from goodnight.migrate import upgrade_to_head
 from goodnight.models import User
 from goodnight.seed.graph import BLOCK, Degrees, FollowGraph, GraphError, count_block, empty_counts
@@ -273,7 +274,7 @@ async def _load_records(
     stats: dict[str, int],
     anchor: datetime,
 ) -> None:
-    window_start = naive(int((anchor - timedelta(days=7)).timestamp()))
+    window_start = naive(int((anchor - WINDOW).timestamp()))
 
     async def add(rows: list[tuple[Any, ...]]) -> None:
         for row in rows:

@@ -22,6 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from goodnight.feed.position import POSITION_SIZE, encode_position
+from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.seed.resp import CommandSink
@@ -31,9 +33,8 @@ from goodnight.timeline.store import TimelineStore
 
 CHUNK = 500  # readers per SQL query and per Redis pipeline
 RENDERINGS_CHUNK = 10_000
-WINDOW = timedelta(days=keys.WINDOW_DAYS)
 
-# PostgreSQL builds the 20-byte members itself (big-endian duration, then the UUID's 16 bytes: keys.member)
+# PostgreSQL builds the 20-byte members itself (feed positions: big-endian duration, then the UUID's 16 bytes)
 # and concatenates each (reader, day) bucket's members into one value: far fewer rows to decode.
 PAIRS_POSTGRESQL = """
 SELECT f.follower_id, r.clocked_in_at::date, string_agg(int4send(r.duration_s) || uuid_send(r.id), ''::bytea)
@@ -197,7 +198,7 @@ class TimelineBuilder:
         if self._driver is not None:
             naive_since = since.astimezone(UTC).replace(tzinfo=None)
             rows = await self._driver.fetch(PAIRS_POSTGRESQL, readers, self.threshold, naive_since)
-            size = keys.MEMBER_SIZE
+            size = POSITION_SIZE
             return [
                 (reader, day, [blob[at : at + size] for at in range(0, len(blob), size)])
                 for reader, day, blob in rows
@@ -218,7 +219,7 @@ class TimelineBuilder:
         grouped: dict[tuple[uuid.UUID, date], list[bytes]] = defaultdict(list)
         for follower, clocked_in_at, duration, record_id in await self.connection.execute(query):
             assert duration is not None  # completed records only
-            grouped[follower, keys.bucket_day(clocked_in_at)].append(keys.member(duration, record_id))
+            grouped[follower, keys.bucket_day(clocked_in_at)].append(encode_position(duration, record_id))
         await self.connection.rollback()
         return [(reader, day, members) for (reader, day), members in grouped.items()]
 

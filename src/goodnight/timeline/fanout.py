@@ -17,15 +17,14 @@ from typing import Any
 
 from goodnight.config import Settings
 from goodnight.db import Database
+from goodnight.feed.window import REACH, WINDOW
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, User
 from goodnight.timeline import keys, repository
-from goodnight.timeline.keys import WINDOW_DAYS
 from goodnight.timeline.store import Entry, TimelineStore
 
 logger = logging.getLogger("goodnight.fanout")
-WINDOW = timedelta(days=WINDOW_DAYS)
 # A celebrity goes back to fanout only well below the threshold, so a user hovering around it does not
 # trigger a backfill on every clock-out.
 DOWNGRADE_RATIO = 0.9
@@ -152,7 +151,7 @@ class Fanout:
         for _ in range(RERENDER_ATTEMPTS):
             now = utcnow()
             async with self.database.reader() as session:
-                rows = await repository.window_records(session, now - keys.REACH, authors=[user_id])
+                rows = await repository.window_records(session, now - REACH, authors=[user_id])
             if not rows:
                 return  # nothing a page can show (or the account is gone)
             await self.store.rerender([repository.rendering(row) for row in rows], now=now.timestamp())
@@ -170,7 +169,7 @@ class Fanout:
         gone = _deleted_entries(payload["records"])
         await self.store.forget_records((record_id, day) for record_id, (day, _) in gone)
         now = utcnow()
-        await self.store.forget_reader(user_id, keys.bucket_days(now - keys.REACH, now))
+        await self.store.forget_reader(user_id, keys.bucket_days(now - REACH, now))
         if await self.store.is_celebrity(user_id):
             await self.store.remove_celebrity(user_id)
 

@@ -24,11 +24,13 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
 from goodnight.config import Settings
 from goodnight.db import Database
-from goodnight.feed.render import TOMBSTONE, PageItem, epoch_ms, parse_rendering
+from goodnight.feed.pages import PageItem, PageRequest
+from goodnight.feed.position import encode_position
+from goodnight.feed.render import TOMBSTONE, epoch_ms, parse_rendering
+from goodnight.feed.window import REACH, WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.timeline import keys, repository
 from goodnight.timeline.catch_up import CatchUp
@@ -37,23 +39,14 @@ from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker
 from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")
-WINDOW = timedelta(days=keys.WINDOW_DAYS)
 # A scroll may pin a window up to a day older than now's; the celebrity snapshot covers that too.
-SNAPSHOT_SPAN = keys.REACH
+SNAPSHOT_SPAN = REACH
 # How often a reader's activity is written back to the database (it decides who gets fanout).
 SEEN_REFRESH_SECONDS = 3600
 # Candidates fetched beyond what the page needs, to absorb deleted records and the window's edge.
 SLACK = 4
 MAX_ROUNDS = 8
 CELEBRITY_FOLLOWS_CACHE_SIZE = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class PageRequest:
-    reader: uuid.UUID
-    since: datetime  # the window's start, pinned by the cursor for a whole scroll
-    limit: int
-    after: tuple[int, uuid.UUID] | None  # (duration, id) of the last row already seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +133,7 @@ class TimelineReader:
         reader, limit = request.reader, request.limit
         since_ms = epoch_ms(request.since)
         first, last = keys.bucket_day(request.since), keys.bucket_day(utcnow())
-        cursor = keys.member(*request.after) if request.after is not None else None
+        cursor = encode_position(*request.after) if request.after is not None else None
         page: list[PageItem] = []
         for _ in range(MAX_ROUNDS):
             wanted = limit - len(page) + SLACK
@@ -200,7 +193,7 @@ class TimelineReader:
             members: dict[uuid.UUID, list[bytes]] = {celebrity: [] for celebrity in celebrities}
             clocked_in: dict[bytes, int] = {}
             for row in rows:
-                member = keys.member(row.duration, row.id)
+                member = encode_position(row.duration, row.id)
                 members[row.user_id].append(member)
                 clocked_in[member] = epoch_ms(row.clocked_in_at)
             for found in members.values():

@@ -26,6 +26,7 @@ from goodnight.auth.passwords import Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.db import Database
 from goodnight.errors import ServiceUnavailable, Unauthorized, retry_after
+from goodnight.feed.window import REACH
 from goodnight.jobs.events import Events
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
@@ -33,7 +34,6 @@ from goodnight.models import SleepRecord
 from goodnight.sleep import repository as records
 from goodnight.sleep.service import deleted_record
 from goodnight.socials import repository as follows
-from goodnight.timeline.keys import REACH
 from goodnight.users import repository as users
 from goodnight.users.password import PasswordChangedMeanwhile, verified_hash
 
