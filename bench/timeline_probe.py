@@ -202,7 +202,7 @@ async def main() -> None:
                     ),
                     1,
                 )
-                handler_samples += await timed(timeline.worker.drain, 1)
+                handler_samples += await timed(cached_app.state.services.jobs.worker.drain, 1)
         entries_per_second = len(fans) / (p50(normal_ms) / 1000)
         report.append(
             f"\nFanout, one worker: {len(fans)} followers per clock-out in {p50(normal_ms):.1f} ms "

@@ -14,16 +14,16 @@ from goodnight.jobs.outbox import EventKind
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.redis_client import Breaker
-from goodnight.timeline.runtime import Timeline
 from goodnight.users import deletion
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.outbox import outbox_rows, redis_away_inline, redis_timelines, sql_timelines
 from tests.test_account_deletion import assert_deleted
 from tests.test_timeline import night, same_feed, uuid_of, warm
 from tests.test_timeline_races import entry_of
 
 
-async def assert_timelines_exact(timeline: Timeline, readers: list[Member]) -> None:
+async def assert_timelines_exact(timeline: AppTimeline, readers: list[Member]) -> None:
     """Every reader's Redis timeline holds exactly what SQL says it should."""
     wanted = [uuid_of(reader) for reader in readers]
     found = await redis_timelines(timeline.redis, wanted)
@@ -32,18 +32,18 @@ async def assert_timelines_exact(timeline: Timeline, readers: list[Member]) -> N
         assert set(found[reader]) == expected[reader], reader
 
 
-async def reader_keys(timeline: Timeline, who: Member) -> list[bytes]:
+async def reader_keys(timeline: AppTimeline, who: Member) -> list[bytes]:
     return [key async for key in timeline.redis.scan_iter(match=f"gn:t*{{{uuid_of(who).hex}}}*")]
 
 
-async def rendering_of(timeline: Timeline, record: dict[str, Any]) -> bytes | None:
+async def rendering_of(timeline: AppTimeline, record: dict[str, Any]) -> bytes | None:
     found: bytes | None = await timeline.redis.get(keys.rendering_key(uuid.UUID(record["id"])))
     return found
 
 
 @pytest.mark.parametrize("celebrity", [False, True], ids=["fanned-out", "celebrity"])
 async def test_the_records_leave_every_feed_on_the_next_page_and_the_timelines_end_exact(
-    api: Api, timeline_api: Api, timeline: Timeline, monkeypatch: pytest.MonkeyPatch, celebrity: bool
+    api: Api, timeline_api: Api, timeline: AppTimeline, monkeypatch: pytest.MonkeyPatch, celebrity: bool
 ) -> None:
     monkeypatch.setattr(deletion, "FOLLOWERS_PER_EVENT", 2)  # several events, one batch of followers each
     author, other = await timeline_api.register(), await timeline_api.register()
@@ -83,7 +83,7 @@ async def test_the_records_leave_every_feed_on_the_next_page_and_the_timelines_e
 
 
 async def test_a_stale_fanout_or_follow_after_the_deletion_puts_nothing_back(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, author)
@@ -105,7 +105,7 @@ async def test_a_stale_fanout_or_follow_after_the_deletion_puts_nothing_back(
 
 
 async def test_events_still_waiting_for_the_deleted_user_are_applied_harmlessly(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, late_fan, author = [await timeline_api.register() for _ in range(3)]
     await timeline_api.follow(reader, author)
@@ -125,7 +125,7 @@ async def test_events_still_waiting_for_the_deleted_user_are_applied_harmlessly(
 
 
 async def test_a_deletion_redis_misses_reaches_the_timelines_through_the_outbox(
-    api: Api, timeline_api: Api, timeline: Timeline, monkeypatch: pytest.MonkeyPatch
+    api: Api, timeline_api: Api, timeline: AppTimeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, author)
@@ -146,7 +146,7 @@ async def test_a_deletion_redis_misses_reaches_the_timelines_through_the_outbox(
 
 
 async def test_the_username_is_free_again_and_the_newcomer_inherits_nothing_in_redis(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register("author")
     await timeline_api.follow(reader, author)
@@ -167,7 +167,7 @@ async def test_the_username_is_free_again_and_the_newcomer_inherits_nothing_in_r
 
 
 async def test_the_followers_batches_still_waiting_count_as_no_lag(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     author = await timeline_api.register()
     readers = [await timeline_api.register() for _ in range(3)]
@@ -183,7 +183,7 @@ async def test_the_followers_batches_still_waiting_count_as_no_lag(
     assert [batch.kind for batch in batches] == [EventKind.DELETED_ACCOUNT_FOLLOWERS]
     async with database.writer() as session:
         assert await outbox.oldest_pending_age(session) is not None  # the tombstones' event counts
-        await timeline.fanout.apply(first.kind, first.payload)
+        await timeline.handlers.dispatch(first.kind, first.payload)
         await outbox.complete(session, [first.id])
         await session.commit()
     async with database.reader() as session:

@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from goodnight.kit.humanize import humanize_duration
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import PASSWORD, Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error
 from tests.support.times import ago, iso
 from tests.test_timeline import warm
@@ -50,7 +50,7 @@ def test_humanized_duration_as_the_original_app_renders_it(seconds: int, expecte
 
 
 async def test_feed_items_carry_the_original_rendering_from_sql_and_redis(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, sleeper = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, sleeper)
@@ -182,7 +182,7 @@ async def test_original_clients_page_with_last_index_plus_one(api: Api) -> None:
 
 
 async def test_offset_pages_are_the_same_bytes_from_redis_and_sql(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader = await timeline_api.register()
     expected = await five_nights(timeline_api, reader)

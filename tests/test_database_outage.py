@@ -35,10 +35,16 @@ from goodnight.timeline import catch_up, keys
 from goodnight.timeline.catch_up import RECHECK_SECONDS
 from goodnight.timeline.outage import DatabaseAway, background_failures, querying
 from goodnight.timeline.reader import TimelineReader
-from goodnight.timeline.runtime import Timeline
 from goodnight.timeline.store import TimelineStore
 from tests.support.api import Api, Member
-from tests.support.apps import CELEBRITY_THRESHOLD, client_for, running, timeline_of, timeline_settings
+from tests.support.apps import (
+    CELEBRITY_THRESHOLD,
+    AppTimeline,
+    client_for,
+    running,
+    timeline_of,
+    timeline_settings,
+)
 from tests.support.databases import TEST_JWT_SECRET, settings_for, truncate
 from tests.support.envelope import assert_error
 from tests.support.logs import app_logs
@@ -365,7 +371,7 @@ async def outage_under_load(server: Server, postgres: PostgresServer, load: Load
 @dataclass
 class Rig:
     app: FastAPI
-    timeline: Timeline
+    timeline: AppTimeline
     api: Api
 
     @property

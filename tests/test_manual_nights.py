@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from goodnight.deps import Services
 from goodnight.jobs.outbox import EventKind
 from goodnight.models import SleepRecord
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error, assert_validation_error
 from tests.support.nights import log_night, logged
 from tests.support.outbox import outbox_rows
@@ -108,7 +108,7 @@ async def test_the_night_reaches_followers_feeds_at_once_in_sql(api: Api) -> Non
 
 
 async def test_the_night_is_fanned_out_like_a_clock_out(
-    api: Api, timeline_api: Api, timeline: Timeline, services: Services
+    api: Api, timeline_api: Api, timeline: AppTimeline, services: Services
 ) -> None:
     reader, alice = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, alice)
@@ -129,7 +129,7 @@ async def test_the_night_is_fanned_out_like_a_clock_out(
 
 
 async def test_a_refused_night_leaves_no_record_and_no_event(
-    timeline_api: Api, timeline: Timeline, services: Services
+    timeline_api: Api, timeline: AppTimeline, services: Services
 ) -> None:
     alice = await timeline_api.register()
     start = ago(days=1)

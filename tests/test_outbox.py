@@ -23,14 +23,14 @@ from fastapi import FastAPI
 from goodnight.db import Database
 from goodnight.deps import Services
 from goodnight.jobs import outbox
-from goodnight.jobs.events import Events
+from goodnight.jobs.publish import Events
 from goodnight.jobs.worker import Worker
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord
 from goodnight.sleep import service as sleep_service
 from goodnight.socials import service as socials_service
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.databases import TestDatabase, create_database, settings_for, truncate
 from tests.support.envelope import assert_error
 from tests.support.outbox import (
@@ -312,10 +312,10 @@ async def test_status_counts_pending_in_flight_dead_and_oldest_age(db: Database)
 
 
 async def test_unknown_and_malformed_events_end_up_dead_and_never_stop_the_worker(
-    db: Database, database: TestDatabase, timeline: Timeline
+    db: Database, database: TestDatabase, timeline: AppTimeline
 ) -> None:
     settings = settings_for(database.url, outbox_max_attempts=2, outbox_poll_seconds=0.05)
-    worker = Worker(db, timeline.fanout.apply, settings)
+    worker = Worker(db, timeline.handlers.dispatch, settings)
     bad = await insert_events(
         db,
         [
@@ -422,7 +422,7 @@ async def test_concurrent_workers_apply_every_event_exactly_once(
 
 
 async def test_concurrent_workers_running_the_real_fanout_leave_timelines_equal_to_sql(
-    api: Api, timeline_api: Api, timeline: Timeline, timeline_app: FastAPI
+    api: Api, timeline_api: Api, timeline: AppTimeline, timeline_app: FastAPI
 ) -> None:
     services: Services = timeline_app.state.services
     rng = random.Random(20261128)
@@ -455,7 +455,8 @@ async def test_concurrent_workers_running_the_real_fanout_leave_timelines_equal_
     assert queued > 80
 
     workers = [
-        Worker(services.database, timeline.fanout.apply, services.settings, batch_size=5) for _ in range(4)
+        Worker(services.database, timeline.handlers.dispatch, services.settings, batch_size=5)
+        for _ in range(4)
     ]
     claimed = await asyncio.gather(*(worker.drain() for worker in workers))
     assert sum(claimed) == queued, f"claims per worker {claimed}"
@@ -599,7 +600,7 @@ async def _cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.Complet
     return await asyncio.to_thread(run_cli, list(args), cwd=cwd, env=env)
 
 
-async def _warm(timeline_api: Api, timeline: Timeline, *readers: Member) -> None:
+async def _warm(timeline_api: Api, timeline: AppTimeline, *readers: Member) -> None:
     """First reads are answered from SQL while the timeline is built; wait for the builds."""
     for _ in range(2):  # the celebrity set is built on the first warm read
         for reader in readers:
@@ -608,7 +609,7 @@ async def _warm(timeline_api: Api, timeline: Timeline, *readers: Member) -> None
         await timeline.reader.drain_background()
 
 
-async def _same_feed(sql: Api, cached: Api, timeline: Timeline, reader: Member, per_page: int) -> None:
+async def _same_feed(sql: Api, cached: Api, timeline: AppTimeline, reader: Member, per_page: int) -> None:
     served = timeline.reader.served
     expected = await sql.whole_feed(reader, per_page=per_page)
     actual = await cached.whole_feed(reader, per_page=per_page)

@@ -12,15 +12,16 @@ import pytest
 from goodnight.feed.render import TOMBSTONE
 from goodnight.feed.repository import Author
 from goodnight.feed.window import REACH
+from goodnight.jobs.events import NameChanged
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
 from goodnight.middleware import MAX_BODY_BYTES
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.redis_client import Breaker
-from goodnight.timeline.runtime import Timeline
 from goodnight.timeline.store import TimelineStore
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error, assert_validation_error
 from tests.support.outbox import outbox_rows, redis_away_inline
 from tests.test_timeline import night, same_feed, uuid_of, warm
@@ -140,7 +141,7 @@ async def test_a_rename_needs_a_valid_unrevoked_token(api: Api) -> None:
     assert found.json()["name"] == "Alice"
 
 
-async def test_an_unchanged_name_writes_no_event(timeline_api: Api, timeline: Timeline) -> None:
+async def test_an_unchanged_name_writes_no_event(timeline_api: Api, timeline: AppTimeline) -> None:
     alice = await timeline_api.register("alice", name="Alice")
     await timeline.worker.drain()
     await renamed(timeline_api, alice, "Alice")
@@ -165,7 +166,7 @@ async def test_followers_see_the_new_name_in_the_sql_feed_at_once(api: Api) -> N
 
 
 async def test_with_redis_timelines_the_new_name_is_served_from_redis_before_any_worker_runs(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader = await timeline_api.register()
     author = await timeline_api.register(name="Author")
@@ -190,13 +191,13 @@ async def test_with_redis_timelines_the_new_name_is_served_from_redis_before_any
     assert names_in(await timeline_api.whole_feed(reader)) == [None, "Author Renamed"]
 
 
-async def rendering_of(timeline: Timeline, record: dict[str, Any]) -> bytes | None:
+async def rendering_of(timeline: AppTimeline, record: dict[str, Any]) -> bytes | None:
     found: bytes | None = await timeline.redis.get(keys.rendering_key(uuid.UUID(record["id"])))
     return found
 
 
 async def test_a_rename_never_brings_a_deleted_record_back(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register(name="Author")
     await timeline_api.follow(reader, author)
@@ -214,7 +215,7 @@ async def test_a_rename_never_brings_a_deleted_record_back(
 
 
 async def test_a_rendering_stored_late_from_an_older_read_never_replaces_the_new_name(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register(name="Old")
     await timeline_api.follow(reader, author)
@@ -234,7 +235,7 @@ async def test_a_rendering_stored_late_from_an_older_read_never_replaces_the_new
 
 
 async def test_of_two_renames_racing_through_their_handlers_the_newest_name_wins(
-    api: Api, timeline_api: Api, timeline: Timeline, monkeypatch: pytest.MonkeyPatch
+    api: Api, timeline_api: Api, timeline: AppTimeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register(name="First")
     await timeline_api.follow(reader, author)
@@ -254,7 +255,7 @@ async def test_of_two_renames_racing_through_their_handlers_the_newest_name_wins
 
     await renamed(timeline_api, author, "Second")
     monkeypatch.setattr(TimelineStore, "rerender", second_rename_commits_first)
-    await timeline.fanout.name_changed(uuid_of(author))
+    await timeline.fanout.name_changed(NameChanged(uuid_of(author)))
     assert calls == 3  # the stale pass, the third name's own handler, the stale handler's second pass
     monkeypatch.undo()
     assert names_in(await timeline_api.whole_feed(reader)) == ["Third"]
@@ -262,7 +263,7 @@ async def test_of_two_renames_racing_through_their_handlers_the_newest_name_wins
 
 
 async def test_a_rename_redis_misses_reaches_the_timelines_through_the_outbox(
-    api: Api, timeline_api: Api, timeline: Timeline, monkeypatch: pytest.MonkeyPatch
+    api: Api, timeline_api: Api, timeline: AppTimeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reader, author = await timeline_api.register(), await timeline_api.register(name="Old")
     await timeline_api.follow(reader, author)

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from goodnight.models import User
 from goodnight.timeline import keys
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.times import ago, iso
 
 
@@ -24,7 +24,7 @@ def ids(items: list[dict[str, Any]]) -> list[str]:
     return [item["id"] for item in items]
 
 
-async def warm(timeline_api: Api, timeline: Timeline, *readers: Member) -> None:
+async def warm(timeline_api: Api, timeline: AppTimeline, *readers: Member) -> None:
     """First reads are answered from SQL while the timeline is built; wait for the builds."""
     for reader in readers:
         await timeline_api.feed(reader)
@@ -35,7 +35,7 @@ async def warm(timeline_api: Api, timeline: Timeline, *readers: Member) -> None:
 
 
 async def same_feed(
-    sql: Api, cached: Api, timeline: Timeline, reader: Member, per_page: int = 3
+    sql: Api, cached: Api, timeline: AppTimeline, reader: Member, per_page: int = 3
 ) -> list[str]:
     served = timeline.reader.served
     expected = await sql.whole_feed(reader, per_page=per_page)
@@ -45,7 +45,7 @@ async def same_feed(
     return ids(actual)
 
 
-async def test_clock_out_fans_out_to_followers(api: Api, timeline_api: Api, timeline: Timeline) -> None:
+async def test_clock_out_fans_out_to_followers(api: Api, timeline_api: Api, timeline: AppTimeline) -> None:
     reader, bob, carol = [await timeline_api.register() for _ in range(3)]
     await timeline_api.follow(reader, bob)
     await timeline_api.follow(reader, carol)
@@ -57,7 +57,7 @@ async def test_clock_out_fans_out_to_followers(api: Api, timeline_api: Api, time
 
 
 async def test_cold_timeline_is_answered_from_sql_then_rebuilt(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, bob = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, bob)
@@ -72,7 +72,7 @@ async def test_cold_timeline_is_answered_from_sql_then_rebuilt(
 
 
 async def test_follow_unfollow_and_delete_are_visible_on_the_next_read(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, bob = await timeline_api.register(), await timeline_api.register()
     await warm(timeline_api, timeline, reader)
@@ -90,7 +90,9 @@ async def test_follow_unfollow_and_delete_are_visible_on_the_next_read(
     assert await same_feed(api, timeline_api, timeline, reader) == []
 
 
-async def test_celebrities_are_merged_at_read_time(api: Api, timeline_api: Api, timeline: Timeline) -> None:
+async def test_celebrities_are_merged_at_read_time(
+    api: Api, timeline_api: Api, timeline: AppTimeline
+) -> None:
     star = await timeline_api.register()
     fans = [await timeline_api.register() for _ in range(5)]  # above the test threshold of 3
     regular = await timeline_api.register()
@@ -114,7 +116,9 @@ async def test_celebrities_are_merged_at_read_time(api: Api, timeline_api: Api, 
         assert set(feed) == {*ids(star_nights), regular_night["id"]}
 
 
-async def test_window_edge_and_pagination_stability(api: Api, timeline_api: Api, timeline: Timeline) -> None:
+async def test_window_edge_and_pagination_stability(
+    api: Api, timeline_api: Api, timeline: AppTimeline
+) -> None:
     reader, bob, carol = [await timeline_api.register() for _ in range(3)]
     await timeline_api.follow(reader, bob)
     await timeline_api.follow(reader, carol)
@@ -152,7 +156,7 @@ def uuid_of_record(record: dict[str, Any]) -> bytes:
 
 
 async def test_only_active_followers_get_fanout_and_a_returning_one_is_rebuilt(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     author, active, dormant = [await timeline_api.register() for _ in range(3)]
     await timeline_api.follow(active, author)
@@ -184,7 +188,7 @@ async def test_only_active_followers_get_fanout_and_a_returning_one_is_rebuilt(
 
 
 async def test_following_a_celebrity_shows_their_records_on_the_next_read(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     star, reader, regular = [await timeline_api.register() for _ in range(3)]
     for _ in range(4):  # above the test threshold of 3

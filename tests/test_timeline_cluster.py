@@ -21,9 +21,15 @@ from redis.exceptions import ResponseError
 from goodnight.feed.position import parse_position
 from goodnight.timeline import keys
 from goodnight.timeline.redis_client import Breaker
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
-from tests.support.apps import CELEBRITY_THRESHOLD, client_for, running, timeline_of, timeline_settings
+from tests.support.apps import (
+    CELEBRITY_THRESHOLD,
+    AppTimeline,
+    client_for,
+    running,
+    timeline_of,
+    timeline_settings,
+)
 from tests.support.databases import TestDatabase, truncate
 from tests.support.redis_cluster import RedisClusterNodes
 from tests.test_timeline import ids, night, same_feed, warm
@@ -44,14 +50,14 @@ async def cluster_app(database: TestDatabase, redis_cluster: RedisClusterNodes) 
 
 
 @pytest.fixture
-def cluster_timeline(cluster_app: FastAPI) -> Timeline:
+def cluster_timeline(cluster_app: FastAPI) -> AppTimeline:
     found = timeline_of(cluster_app)
     assert isinstance(found.redis, RedisCluster), "the app did not build a cluster client"
     return found
 
 
 @pytest_asyncio.fixture
-async def cluster_api(api: Api, cluster_app: FastAPI, cluster_timeline: Timeline) -> AsyncIterator[Api]:
+async def cluster_api(api: Api, cluster_app: FastAPI, cluster_timeline: AppTimeline) -> AsyncIterator[Api]:
     # ``api`` first: the SQL app truncates on set-up, and is what every feed is compared with.
     await truncate(cluster_app.state.services.database.engine)
     await cluster_timeline.redis.flushall()  # FLUSHALL goes to every primary
@@ -75,12 +81,12 @@ def uuid_of(member: Member) -> uuid.UUID:
     return uuid.UUID(member.id)
 
 
-def cluster_client(timeline: Timeline) -> RedisCluster:
+def cluster_client(timeline: AppTimeline) -> RedisCluster:
     assert isinstance(timeline.redis, RedisCluster)
     return timeline.redis
 
 
-async def slot_owner(timeline: Timeline, key: str) -> int:
+async def slot_owner(timeline: AppTimeline, key: str) -> int:
     """The port of the master that owns ``key``'s slot."""
     redis = cluster_client(timeline)
     await redis.initialize()
@@ -105,7 +111,7 @@ async def where_keys_live(nodes: dict[int, Redis], pattern: str) -> dict[int, li
 
 
 async def test_fanout_spreads_timelines_over_the_nodes_and_serves_them(
-    api: Api, cluster_api: Api, cluster_timeline: Timeline, nodes: dict[int, Redis]
+    api: Api, cluster_api: Api, cluster_timeline: AppTimeline, nodes: dict[int, Redis]
 ) -> None:
     author, other = await cluster_api.register(), await cluster_api.register()
     # Enough readers that their timelines land on at least two nodes (slots follow the random user ids).
@@ -146,7 +152,7 @@ async def test_fanout_spreads_timelines_over_the_nodes_and_serves_them(
 
 
 async def test_a_multi_key_command_across_users_is_refused_by_the_cluster(
-    cluster_api: Api, cluster_timeline: Timeline, nodes: dict[int, Redis]
+    cluster_api: Api, cluster_timeline: AppTimeline, nodes: dict[int, Redis]
 ) -> None:
     """The control for the test above: without a shared hash tag the same command fails, so passing it
     means something."""
@@ -165,7 +171,7 @@ async def test_a_multi_key_command_across_users_is_refused_by_the_cluster(
 
 
 async def test_follow_unfollow_and_delete_are_visible_on_the_next_read(
-    api: Api, cluster_api: Api, cluster_timeline: Timeline
+    api: Api, cluster_api: Api, cluster_timeline: AppTimeline
 ) -> None:
     reader, bob = await cluster_api.register(), await cluster_api.register()
     await warm(cluster_api, cluster_timeline, reader)
@@ -188,7 +194,7 @@ async def test_follow_unfollow_and_delete_are_visible_on_the_next_read(
 
 
 async def test_a_rename_and_an_account_deletion_are_visible_on_the_next_read(
-    api: Api, cluster_api: Api, cluster_timeline: Timeline
+    api: Api, cluster_api: Api, cluster_timeline: AppTimeline
 ) -> None:
     readers = [await cluster_api.register() for _ in range(3)]
     author = await cluster_api.register(name="Before")
@@ -219,7 +225,7 @@ async def test_a_rename_and_an_account_deletion_are_visible_on_the_next_read(
 
 
 async def test_celebrities_are_merged_at_read_time(
-    api: Api, cluster_api: Api, cluster_timeline: Timeline, nodes: dict[int, Redis]
+    api: Api, cluster_api: Api, cluster_timeline: AppTimeline, nodes: dict[int, Redis]
 ) -> None:
     star = await cluster_api.register()
     fans = [await cluster_api.register() for _ in range(5)]  # above the test threshold of 3
@@ -261,7 +267,7 @@ async def test_celebrities_are_merged_at_read_time(
 
 
 async def test_cold_timelines_are_rebuilt_across_the_cluster(
-    api: Api, cluster_api: Api, cluster_timeline: Timeline, nodes: dict[int, Redis]
+    api: Api, cluster_api: Api, cluster_timeline: AppTimeline, nodes: dict[int, Redis]
 ) -> None:
     readers = [await cluster_api.register() for _ in range(4)]
     authors = [await cluster_api.register() for _ in range(3)]

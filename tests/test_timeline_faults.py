@@ -24,9 +24,8 @@ from redis.asyncio import Redis
 from goodnight.db import Database
 from goodnight.jobs import outbox
 from goodnight.timeline import keys
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
-from tests.support.apps import client_for, running, timeline_of, timeline_settings
+from tests.support.apps import AppTimeline, client_for, running, timeline_of, timeline_settings
 from tests.support.databases import TestDatabase, truncate
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
@@ -41,7 +40,7 @@ class Rig:
     """One app with a Redis timeline on a private redis-server that the test may stop, flush or restart."""
 
     server: RedisServer
-    timeline: Timeline
+    timeline: AppTimeline
     database: Database
     client: httpx.AsyncClient
     api: Api

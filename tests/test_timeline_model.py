@@ -43,8 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from goodnight.timeline import keys
 from goodnight.timeline.redis_client import Breaker
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.support.databases import truncate
 from tests.support.millis import DAY, HOUR, MARGIN, MINUTE, SECOND, WINDOW, iso, now_ms
 
@@ -344,7 +344,7 @@ def by_author(items: list[dict[str, Any]], author: Member) -> list[dict[str, Any
 
 
 class Runner:
-    def __init__(self, sql: Api, cached: Api, timeline: Timeline, engine: AsyncEngine, now: int) -> None:
+    def __init__(self, sql: Api, cached: Api, timeline: AppTimeline, engine: AsyncEngine, now: int) -> None:
         self.sql = sql
         self.cached = cached
         self.http = cached.client
@@ -731,7 +731,7 @@ CELEBRITY_LEAVES = Program(
 @example(program=CELEBRITY_LEAVES)
 @example(program=CELEBRITY_SET_REBUILD_DROPS_A_CELEBRITY)
 async def test_timeline_matches_sql_feed(
-    api: Api, timeline_api: Api, timeline: Timeline, timeline_app: FastAPI, program: Program
+    api: Api, timeline_api: Api, timeline: AppTimeline, timeline_app: FastAPI, program: Program
 ) -> None:
     # Many examples run inside one test: each starts from empty tables, an empty Redis and its own "now".
     engine = timeline_app.state.services.database.engine

@@ -11,8 +11,8 @@ from datetime import datetime
 
 from goodnight.feed.render import TOMBSTONE
 from goodnight.timeline import keys, repository
-from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
+from tests.support.apps import AppTimeline
 from tests.test_timeline import ids, night, same_feed, uuid_of, warm
 
 
@@ -22,7 +22,7 @@ def entry_of(record: dict[str, object]) -> tuple[uuid.UUID, int, datetime]:
 
 
 async def test_a_stale_follow_never_undoes_a_newer_unfollow(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, bob = await timeline_api.register(), await timeline_api.register()
     await warm(timeline_api, timeline, reader)
@@ -40,7 +40,7 @@ async def test_a_stale_follow_never_undoes_a_newer_unfollow(
 
 
 async def test_fanout_never_adds_the_records_of_someone_the_reader_unfollowed(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, bob, carol = [await timeline_api.register() for _ in range(3)]
     await timeline_api.follow(reader, bob)
@@ -58,7 +58,7 @@ async def test_fanout_never_adds_the_records_of_someone_the_reader_unfollowed(
 
 
 async def test_a_deleted_record_stays_hidden_when_a_stale_fanout_puts_it_back(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, bob = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, bob)
@@ -78,7 +78,7 @@ async def test_a_deleted_record_stays_hidden_when_a_stale_fanout_puts_it_back(
 
 
 async def test_a_missing_rendering_is_answered_from_sql_and_repaired(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     reader, bob = await timeline_api.register(), await timeline_api.register()
     await timeline_api.follow(reader, bob)
@@ -94,7 +94,7 @@ async def test_a_missing_rendering_is_answered_from_sql_and_repaired(
 
 
 async def test_celebrity_records_just_past_the_window_never_send_the_feed_to_sql(
-    api: Api, timeline_api: Api, timeline: Timeline
+    api: Api, timeline_api: Api, timeline: AppTimeline
 ) -> None:
     star = await timeline_api.register()
     fans: list[Member] = [await timeline_api.register() for _ in range(5)]  # above the test threshold of 3

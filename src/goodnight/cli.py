@@ -89,8 +89,9 @@ def worker(
         typer.secho("GOODNIGHT_REDIS_URL is not set: there is no background work to do.", err=True)
         raise typer.Exit(2)
     from goodnight.jobs.runner import run_workers
+    from goodnight.main import outbox_consumers
 
-    asyncio.run(run_workers(settings, concurrency))
+    asyncio.run(run_workers(settings, concurrency, outbox_consumers))
 
 
 @outbox_app.command("status")

@@ -17,7 +17,8 @@ from goodnight.auth.tokens import TokenClaims, Tokens
 from goodnight.config import Settings
 from goodnight.db import Database, session_scope
 from goodnight.errors import Unauthorized
-from goodnight.jobs.events import DISABLED, Events
+from goodnight.jobs.publish import Events
+from goodnight.jobs.runtime import Jobs
 from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.timeline.runtime import Timeline
 
@@ -32,8 +33,13 @@ class Services:
     tokens: Tokens
     revocations: RevocationFeed
     rate_limiter: RateLimiter
-    events: Events = DISABLED
+    jobs: Jobs
     timeline: Timeline | None = None
+
+    @property
+    def events(self) -> Events:
+        """What services publish domain events with (writing nothing while no one consumes them)."""
+        return self.jobs.events
 
 
 # Dependencies are ``async def`` even when they do not await: FastAPI runs a plain ``def`` dependency in a

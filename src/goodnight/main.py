@@ -21,7 +21,8 @@ from goodnight.edge.headers import CorsMiddleware, SecurityHeadersMiddleware
 from goodnight.edge.inflight import InFlightCap
 from goodnight.errors import install_error_handlers
 from goodnight.feed.router import router as feed_router
-from goodnight.jobs.events import Events
+from goodnight.jobs.handlers import Handlers
+from goodnight.jobs.runtime import Jobs
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
 from goodnight.ratelimit.limiter import RateLimiter
@@ -29,7 +30,7 @@ from goodnight.ratelimit.middleware import RateLimitMiddleware
 from goodnight.sleep.router import router as sleep_router
 from goodnight.sleep.router import summary_router as sleep_summary_router
 from goodnight.socials.router import router as socials_router
-from goodnight.timeline.runtime import Timeline
+from goodnight.timeline.runtime import Timeline, TimelineWriter
 from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
 
@@ -37,22 +38,39 @@ API_PREFIX = "/api/v1"
 
 
 def build_services(settings: Settings) -> Services:
+    """The API process's services. The consumers of the outbox register their handlers here; with none (no
+    Redis), services write no events at all."""
     database = Database(settings)
     revocations = RevocationFeed(settings)
-    services = Services(
+    handlers = Handlers()
+    timeline = None
+    if settings.redis_url:
+        timeline = Timeline.build(settings, database)
+        timeline.subscribe(handlers)
+    return Services(
         settings=settings,
         database=database,
         passwords=Passwords(settings),
         tokens=Tokens(settings.resolved_jwt_secret(), settings.jwt_ttl_seconds, revocations.revoked),
         revocations=revocations,
         rate_limiter=RateLimiter.build(settings),
+        jobs=Jobs(database, settings, handlers, embedded=settings.embedded_worker),
+        timeline=timeline,
     )
-    if settings.redis_url:
-        timeline = Timeline.build(settings, database)
-        wake = timeline.worker.wake if settings.embedded_worker else None
-        services.timeline = timeline
-        services.events = Events(enabled=True, apply=timeline.apply_now, wake=wake)
-    return services
+
+
+@asynccontextmanager
+async def outbox_consumers(settings: Settings, database: Database, handlers: Handlers) -> AsyncIterator[None]:
+    """A ``goodnight worker`` process's consumers of the outbox: the timelines' fanout, when Redis is set."""
+    if not settings.redis_url:
+        yield
+        return
+    timeline = TimelineWriter.build(settings, database)
+    timeline.subscribe(handlers)
+    try:
+        yield
+    finally:
+        await timeline.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,11 +83,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = services
         # Before serving: a process must know every revocation in force before it accepts a token.
         await services.revocations.start()
-        if services.timeline is not None and settings.embedded_worker:
-            services.timeline.start_worker()
+        services.jobs.start()
         try:
             yield
         finally:
+            await services.jobs.close()
             if services.timeline is not None:
                 await services.timeline.close()
             await services.revocations.close()

@@ -143,7 +143,7 @@ def duplicates(entries: Iterable[Placed]) -> dict[uuid.UUID, int]:
     return {record_id: count for record_id, count in seen.items() if count > 1}
 
 
-async def redis_away_inline(fanout: object, kind: str, payload: dict[str, Any]) -> None:
+async def redis_away_inline(fanout: object, event: object) -> None:
     """Stands in for ``Fanout.apply_now`` while Redis is away: the write's inline apply fails, and only the
     outbox can bring its event to the timelines."""
     raise RedisConnectionError("Redis is away")

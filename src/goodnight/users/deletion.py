@@ -27,8 +27,8 @@ from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.db import Database
 from goodnight.errors import ServiceUnavailable, Unauthorized, retry_after
 from goodnight.feed.window import REACH
-from goodnight.jobs.events import Events
-from goodnight.jobs.outbox import EventKind
+from goodnight.jobs.events import AccountDeleted, DeletedAccountFollowers
+from goodnight.jobs.publish import Events
 from goodnight.kit.clock import utcnow
 from goodnight.models import SleepRecord
 from goodnight.sleep import repository as records
@@ -106,8 +106,8 @@ async def _publish(
     gone: list[SleepRecord],
     followers: list[uuid.UUID],
 ) -> None:
-    account = {"user_id": str(user_id), "records": [deleted_record(record) for record in gone]}
-    await events.publish(session, EventKind.ACCOUNT_DELETED, account, apply_now=True)
+    records = tuple(deleted_record(record) for record in gone)
+    await events.publish(session, AccountDeleted(user_id, records), apply_now=True)
     for at in range(0, len(followers), FOLLOWERS_PER_EVENT):
-        batch = [str(follower) for follower in followers[at : at + FOLLOWERS_PER_EVENT]]
-        await events.publish(session, EventKind.DELETED_ACCOUNT_FOLLOWERS, {**account, "followers": batch})
+        batch = tuple(followers[at : at + FOLLOWERS_PER_EVENT])
+        await events.publish(session, DeletedAccountFollowers(user_id, records, batch))
