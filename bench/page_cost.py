@@ -76,9 +76,11 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         page = await reader.page(PageRequest(reader_id, since, 11, None)) or []
         members = [item.position for item in page]
         first, last = keys.bucket_day(since), keys.bucket_day(now)
-        read = store.read
+        read = store.pages.read
         figures["  its read script call"] = await _cpu_us(lambda: read(reader_id, first, last, None, 15))
-        figures[f"  its MGET of {len(members)} renderings"] = await _cpu_us(lambda: store.renderings(members))
+        figures[f"  its MGET of {len(members)} renderings"] = await _cpu_us(
+            lambda: store.pages.renderings(members)
+        )
         figures["  a bare redis-py GET, for scale"] = await _cpu_us(lambda: store.redis.get("gn:none"))
 
         async def stub(request: PageRequest) -> list[PageItem]:

@@ -164,7 +164,7 @@ async def main() -> None:
         report.append("|---:|---:|---:|---:|---:|")
         for count, reader in data["readers"].items():
             headers = {"Authorization": f"Bearer {tokens.issue(reader['id']).token}"}
-            await timeline.reader.rebuild(reader["id"])
+            await timeline.reader.rebuilds.rebuild(reader["id"])
             await cached.get("/sleep_records/followings", headers=headers)
             await timeline.reader.drain_background()
             deep = await _deep_cursor(plain, headers)

@@ -90,7 +90,7 @@ def timeline(timeline_app: FastAPI) -> AppTimeline:
 async def timeline_client(timeline_app: FastAPI, timeline: AppTimeline) -> AsyncIterator[httpx.AsyncClient]:
     await truncate(timeline_app.state.services.database.engine)
     await timeline.redis.flushall()
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     async with client_for(timeline_app) as http:
         yield http
     await timeline.reader.drain_background()

@@ -56,7 +56,7 @@ async def test_the_records_leave_every_feed_on_the_next_page_and_the_timelines_e
     gone = [await night(timeline_api, author, days, 5 + days) for days in (3, 2, 1)]
     kept = await night(timeline_api, other, 1.5, 6)
     await timeline.worker.drain()
-    assert await timeline.store.is_celebrity(uuid_of(author)) == celebrity
+    assert await timeline.store.celebrities.contains(uuid_of(author)) == celebrity
     for reader in readers:
         assert len(await same_feed(api, timeline_api, timeline, reader, per_page=2)) == 4
 
@@ -70,7 +70,7 @@ async def test_the_records_leave_every_feed_on_the_next_page_and_the_timelines_e
     for reader in readers:
         assert await same_feed(api, timeline_api, timeline, reader, per_page=1) == [kept["id"]]
     assert await reader_keys(timeline, author) == []
-    assert not await timeline.store.is_celebrity(uuid_of(author))
+    assert not await timeline.store.celebrities.contains(uuid_of(author))
 
     await timeline.worker.drain()
     assert await outbox_rows(timeline.fanout.database) == []
@@ -94,11 +94,11 @@ async def test_a_stale_fanout_or_follow_after_the_deletion_puts_nothing_back(
     await timeline.worker.drain()
     # A worker that read the record and the follow before the deletion committed writes only now.
     entry = repository.entry(*entry_of(record))
-    await timeline.store.add([uuid_of(reader)], uuid_of(author), [entry])
-    assert not await timeline.store.set_follow_state(
+    await timeline.store.buckets.add([uuid_of(reader)], uuid_of(author), [entry])
+    assert not await timeline.store.buckets.set_follow_state(
         uuid_of(reader), uuid_of(author), keys.follow_code(1, True), [entry]
     )
-    await timeline.store.put_renderings([(uuid.UUID(record["id"]), entry[0], b"\0" * 8 + b'{"stale":1}')])
+    await timeline.store.renderings.put([(uuid.UUID(record["id"]), entry[0], b"\0" * 8 + b'{"stale":1}')])
     await assert_timelines_exact(timeline, [reader])
     assert await rendering_of(timeline, record) == TOMBSTONE
     assert await same_feed(api, timeline_api, timeline, reader) == []
@@ -138,7 +138,7 @@ async def test_a_deletion_redis_misses_reaches_the_timelines_through_the_outbox(
     monkeypatch.undo()
     # Meanwhile the feed comes from SQL (the breaker); the outbox then writes the tombstones and the rest.
     assert (await timeline_api.feed(reader)).json()["data"] == []
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     await timeline.worker.drain()
     assert await rendering_of(timeline, record) == TOMBSTONE
     await assert_timelines_exact(timeline, [reader])

@@ -151,8 +151,8 @@ def uuid_of(member: Member) -> uuid.UUID:
 
 async def is_warm(store: TimelineStore, readers: list[Member]) -> bool:
     """Every reader's timeline is built and the celebrity set is ready: pages can come from Redis."""
-    warm = [await store.is_warm(uuid_of(reader)) for reader in readers]
-    return all(warm) and await store.celebrities() is not None
+    warm = [await store.buckets.is_warm(uuid_of(reader)) for reader in readers]
+    return all(warm) and await store.celebrities.members() is not None
 
 
 async def warm_up(api: Api, store: TimelineStore, cast: Cast) -> None:
@@ -581,7 +581,7 @@ async def test_a_page_that_needs_the_database_answers_503_and_redis_stays_truste
         postgres.stop()
         await assert_unavailable(rig, cast.second)
         # Both raise OSError, but the database's failure was not taken for Redis's: no breaker, no suspicion.
-        assert rig.reader.breaker.allows()
+        assert rig.reader.gate.breaker.allows()
         await read_from_redis(rig, cast.first, cast.feeds[cast.first.id])
         # A celebrity's records changed: the snapshot must be reloaded, from the database.
         await rig.timeline.redis.incr(keys.CELEBRITIES_VERSION)

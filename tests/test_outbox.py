@@ -462,7 +462,7 @@ async def test_concurrent_workers_running_the_real_fanout_leave_timelines_equal_
     assert sum(claimed) == queued, f"claims per worker {claimed}"
     assert await outbox_count(services.database) == 0
 
-    celebrities = await timeline.store.celebrities()
+    celebrities = await timeline.store.celebrities.members()
     assert celebrities is not None
     assert celebrities == {uid(star), uid(people[0])}
     celebrity_records = await records_by_author(services.database, celebrities)

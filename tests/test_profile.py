@@ -19,7 +19,7 @@ from goodnight.middleware import MAX_BODY_BYTES
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.redis_client import Breaker
-from goodnight.timeline.store import TimelineStore
+from goodnight.timeline.renderings import Renderings
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error, assert_validation_error
@@ -178,7 +178,7 @@ async def test_with_redis_timelines_the_new_name_is_served_from_redis_before_any
     await warm(timeline_api, timeline, reader)
     records = [await night(timeline_api, author, 2, 7), await night(timeline_api, star, 1, 8)]
     await timeline.worker.drain()
-    assert await timeline.store.is_celebrity(uuid_of(star))
+    assert await timeline.store.celebrities.contains(uuid_of(star))
     feed = await same_feed(api, timeline_api, timeline, reader, per_page=1)
     assert feed == [records[1]["id"], records[0]["id"]]
     await renamed(timeline_api, author, "Author Renamed")
@@ -227,7 +227,7 @@ async def test_a_rendering_stored_late_from_an_older_read_never_replaces_the_new
     async with timeline.fanout.database.reader() as session:
         rows = await repository.window_records(session, utcnow() - REACH, authors=[uuid_of(author)])
     old = Author(uuid_of(author), author.username, "Old")
-    await timeline.store.put_renderings([repository.rendering(replace(row, author=old)) for row in rows])
+    await timeline.store.renderings.put([repository.rendering(replace(row, author=old)) for row in rows])
     assert b'"name":"New"' in (await rendering_of(timeline, record) or b"")
     await timeline.worker.drain()
     assert names_in(await timeline_api.whole_feed(reader)) == ["New"]
@@ -242,10 +242,10 @@ async def test_of_two_renames_racing_through_their_handlers_the_newest_name_wins
     await warm(timeline_api, timeline, reader)
     record = await night(timeline_api, author, 1, 8)
     await timeline.worker.drain()
-    rerender = TimelineStore.rerender
+    rerender = Renderings.rerender
     calls = 0
 
-    async def second_rename_commits_first(store: TimelineStore, renderings: Any, *, now: float) -> None:
+    async def second_rename_commits_first(store: Renderings, renderings: Any, *, now: float) -> None:
         # This handler read "Second"; before it writes, "Third" commits and its handler writes first.
         nonlocal calls
         calls += 1
@@ -254,7 +254,7 @@ async def test_of_two_renames_racing_through_their_handlers_the_newest_name_wins
         await rerender(store, renderings, now=now)
 
     await renamed(timeline_api, author, "Second")
-    monkeypatch.setattr(TimelineStore, "rerender", second_rename_commits_first)
+    monkeypatch.setattr(Renderings, "rerender", second_rename_commits_first)
     await timeline.fanout.name_changed(NameChanged(uuid_of(author)))
     assert calls == 3  # the stale pass, the third name's own handler, the stale handler's second pass
     monkeypatch.undo()
@@ -276,7 +276,7 @@ async def test_a_rename_redis_misses_reaches_the_timelines_through_the_outbox(
     monkeypatch.undo()
     # Meanwhile the feed came from SQL (the breaker), with the new name; then the outbox applies it.
     assert names_in((await timeline_api.feed(reader)).json()["data"]) == ["New"]
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     await timeline.worker.drain()
     assert names_in(await timeline_api.whole_feed(reader)) == ["New"]
     assert await same_feed(api, timeline_api, timeline, reader) == [record["id"]]

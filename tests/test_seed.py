@@ -391,7 +391,7 @@ async def test_timelines_are_built_and_serve_the_same_feed_as_sql(
         async with cached_app.router.lifespan_context(cached_app), sql_app.router.lifespan_context(sql_app):
             timeline: Timeline = cached_app.state.services.timeline
             users = {name: uuid.UUID(person["id"]) for name, person in summary["people"].items()}
-            celebrities = await timeline.store.celebrities()
+            celebrities = await timeline.store.celebrities.members()
             assert celebrities == {
                 user_id
                 for (user_id,) in await fetch(
@@ -439,7 +439,7 @@ async def same_feed(cached_app: Any, sql_app: Any, timeline: Timeline, reader: u
 
 
 async def same_as_rebuild(reader: TimelineReader, settings: Settings, user_id: uuid.UUID) -> None:
-    """The bulk-built timeline holds what TimelineReader.rebuild puts there, except celebrities' records
+    """The bulk-built timeline holds what Rebuilds.rebuild puts there, except celebrities' records
     (rebuild loads them too; the seed, like fanout, leaves them to the read-time merge), give or take a
     record crossing the window's edge in the seconds between the two."""
     now = datetime.now(UTC)
@@ -465,7 +465,7 @@ async def same_as_rebuild(reader: TimelineReader, settings: Settings, user_id: u
     built = await snapshot()
     assert built, "the reader follows someone who slept this week"
     assert await reader.store.redis.exists(keys.marker_key(user_id))
-    assert await reader.rebuild(user_id)
+    assert await reader.rebuilds.rebuild(user_id)
     rebuilt = await snapshot()
     assert all(rebuilt.get(member) == day for member, day in built.items() if member in rebuilt)
     assert all(followers <= THRESHOLD for _, followers in (await authors(built)).values())

@@ -104,7 +104,7 @@ async def test_celebrities_are_merged_at_read_time(
     star_nights = [await night(timeline_api, star, days, 9 - days) for days in (4, 2)]
     regular_night = await night(timeline_api, regular, 1, 7.5)
     await timeline.worker.drain()
-    assert await timeline.store.is_celebrity(uuid_of(star))
+    assert await timeline.store.celebrities.contains(uuid_of(star))
     for fan in fans:
         # The star's records were never fanned out, yet every fan sees them in order.
         for day in {r["clocked_in_at"][:10] for r in star_nights}:
@@ -197,7 +197,7 @@ async def test_following_a_celebrity_shows_their_records_on_the_next_read(
     star_night = await night(timeline_api, star, 2, 9)
     regular_night = await night(timeline_api, regular, 1, 7)
     await timeline.worker.drain()
-    assert await timeline.store.is_celebrity(uuid_of(star))
+    assert await timeline.store.celebrities.contains(uuid_of(star))
     await warm(timeline_api, timeline, reader)
     # The reader's "which celebrities do I follow" is now known (none) and cached.
     assert await same_feed(api, timeline_api, timeline, reader) == [regular_night["id"]]

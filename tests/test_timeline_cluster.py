@@ -61,7 +61,7 @@ async def cluster_api(api: Api, cluster_app: FastAPI, cluster_timeline: AppTimel
     # ``api`` first: the SQL app truncates on set-up, and is what every feed is compared with.
     await truncate(cluster_app.state.services.database.engine)
     await cluster_timeline.redis.flushall()  # FLUSHALL goes to every primary
-    cluster_timeline.reader.breaker = Breaker()
+    cluster_timeline.reader.gate.breaker = Breaker()
     async with client_for(cluster_app) as http:
         yield Api(http)
     await cluster_timeline.reader.drain_background()
@@ -240,8 +240,8 @@ async def test_celebrities_are_merged_at_read_time(
     regular_night = await night(cluster_api, regular, 1, 7.5)
     await cluster_timeline.worker.drain()
     store = cluster_timeline.store
-    assert await store.is_celebrity(uuid_of(star))
-    assert await store.celebrities() == {uuid_of(star)}  # EXISTS + SMEMBERS in one pipeline
+    assert await store.celebrities.contains(uuid_of(star))
+    assert await store.celebrities.members() == {uuid_of(star)}  # EXISTS + SMEMBERS in one pipeline
     for fan in fans:
         found = await where_keys_live(nodes, f"gn:tl:{{{uuid_of(fan).hex}}}:*")
         members: list[bytes] = [
@@ -258,10 +258,10 @@ async def test_celebrities_are_merged_at_read_time(
     # Both celebrity keys share a slot: one DEL drops them, and the next reads rebuild the set.
     owner = nodes[await slot_owner(cluster_timeline, keys.CELEBRITIES)]
     assert await raw(owner, "EXISTS", keys.CELEBRITIES, keys.CELEBRITIES_READY) == 2
-    await store.forget_celebrities()
+    await store.celebrities.forget()
     assert await raw(owner, "EXISTS", keys.CELEBRITIES, keys.CELEBRITIES_READY) == 0
     await warm(cluster_api, cluster_timeline, *fans)
-    assert await store.celebrities() == {uuid_of(star)}
+    assert await store.celebrities.members() == {uuid_of(star)}
     for fan in fans:
         await same_feed(api, cluster_api, cluster_timeline, fan, per_page=2)
 
@@ -300,7 +300,7 @@ async def test_cold_timelines_are_rebuilt_across_the_cluster(
     assert await raw(node, "DEL", *own_keys) == len(own_keys)
     await warm(cluster_api, cluster_timeline, readers[0])
     await same_feed(api, cluster_api, cluster_timeline, readers[0], per_page=3)
-    assert await cluster_timeline.reader.rebuild(tag)  # store.clear: DEL marker + every day bucket
+    assert await cluster_timeline.reader.rebuilds.rebuild(tag)  # buckets.clear: DEL marker + every day bucket
     await same_feed(api, cluster_api, cluster_timeline, readers[0], per_page=3)
 
     # Losing everything (FLUSHALL on every primary) heals the same way.

@@ -121,7 +121,7 @@ async def cast_and_warm(rig: Rig, sql: Api) -> Cast:
         for who in cast.readers:
             await api.feed(who)
         await rig.timeline.reader.drain_background()
-    assert await rig.timeline.store.is_celebrity(uuid_of(star))
+    assert await rig.timeline.store.celebrities.contains(uuid_of(star))
     await feeds_match(sql, rig, cast.readers, from_redis=True)
     return cast
 

@@ -662,7 +662,7 @@ class Runner:
                     f"{self.differences(actual, expected)}"
                 )
                 assert from_redis, f"user {person}'s feed, per_page={per_page}: the page came from SQL"
-        celebrities = await self.timeline.store.celebrities() or set()
+        celebrities = await self.timeline.store.celebrities.members() or set()
         if any(someone.uuid in celebrities for someone in self.people):
             event("checkpoint with a celebrity in the set")
 
@@ -738,7 +738,7 @@ async def test_timeline_matches_sql_feed(
     await timeline.reader.drain_background()
     await truncate(engine)
     await timeline.redis.flushall()
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     runner = Runner(api, timeline_api, timeline, engine, now_ms())
     for _ in range(program.users):
         runner.people.append(Person(await timeline_api.register()))

@@ -31,7 +31,7 @@ async def test_a_stale_follow_never_undoes_a_newer_unfollow(
     await timeline_api.unfollow(reader, bob)  # version 2
     # A worker that read the follow (version 1) before the unfollow committed writes only now.
     stale = keys.follow_code(1, True)
-    assert not await timeline.store.set_follow_state(
+    assert not await timeline.store.buckets.set_follow_state(
         uuid_of(reader), uuid_of(bob), stale, [repository.entry(*entry_of(record))]
     )
     assert await same_feed(api, timeline_api, timeline, reader) == []
@@ -51,7 +51,7 @@ async def test_fanout_never_adds_the_records_of_someone_the_reader_unfollowed(
     await timeline_api.unfollow(reader, bob)
     # Bob clocks out; the worker fanning it out read Bob's followers before the unfollow committed.
     record = await night(timeline_api, bob, 1, 8)
-    await timeline.store.add([uuid_of(reader)], uuid_of(bob), [repository.entry(*entry_of(record))])
+    await timeline.store.buckets.add([uuid_of(reader)], uuid_of(bob), [repository.entry(*entry_of(record))])
     assert await same_feed(api, timeline_api, timeline, reader) == [kept["id"]]
     await timeline.worker.drain()
     assert await same_feed(api, timeline_api, timeline, reader) == [kept["id"]]
@@ -71,8 +71,10 @@ async def test_a_deleted_record_stays_hidden_when_a_stale_fanout_puts_it_back(
     # A fanout that read the record before the delete committed: its entry and rendering arrive late.
     record_id, duration, start = entry_of(gone)
     day = keys.bucket_day(start)
-    await timeline.store.put_renderings([(record_id, day, b"\0" * 8 + b'{"stale":true}')])
-    await timeline.store.add([uuid_of(reader)], uuid_of(bob), [repository.entry(record_id, duration, start)])
+    await timeline.store.renderings.put([(record_id, day, b"\0" * 8 + b'{"stale":true}')])
+    await timeline.store.buckets.add(
+        [uuid_of(reader)], uuid_of(bob), [repository.entry(record_id, duration, start)]
+    )
     assert await timeline.redis.get(keys.rendering_key(record_id)) == TOMBSTONE
     assert await same_feed(api, timeline_api, timeline, reader) == [kept["id"]]
 
@@ -107,7 +109,7 @@ async def test_celebrity_records_just_past_the_window_never_send_the_feed_to_sql
     recent = await night(timeline_api, star, 1, 7)
     await warm(timeline_api, timeline, fans[0])
     await timeline.worker.drain()
-    assert await timeline.store.is_celebrity(uuid_of(star))
+    assert await timeline.store.celebrities.contains(uuid_of(star))
     declined = timeline.reader.declined
     assert await same_feed(api, timeline_api, timeline, fans[0]) == [recent["id"]]
     assert timeline.reader.declined == declined

@@ -219,7 +219,7 @@ async def _warm_markers(timeline: Timeline, readers: list[uuid.UUID]) -> None:
         pipe.expire(keys.marker_key(reader), 3600)
     await pipe.execute()
     # The celebrity set is known (and empty): reads need not rebuild it.
-    await timeline.store.load_celebrities([])
+    await timeline.store.celebrities.load([])
 
 
 async def _night(api: Api, who: Member, *, days_ago: float) -> dict[str, Any]:

@@ -38,9 +38,8 @@ from goodnight.seed.records import RECORD_COLUMNS, RecordPlan, naive
 from goodnight.seed.resp import CommandSink, PipelineSink, RawRedis
 from goodnight.seed.timelines import TimelineBuilder, clear_timeline_keys, has_timeline_keys
 from goodnight.seed.users import USER_COLUMNS, Picks, UserPlan, username
-from goodnight.timeline.reader import TimelineReader
+from goodnight.timeline import activity
 from goodnight.timeline.redis_client import RedisClient, connect
-from goodnight.timeline.store import TimelineStore
 
 FOLLOW_COLUMNS = ("follower_id", "followed_id", "active", "followed_at", "created_at", "updated_at")
 FOLLOW_TIMES = 4096  # distinct follow instants, shared by many rows (one datetime object each)
@@ -297,7 +296,7 @@ async def _load_records(
 async def _build_timelines(
     settings: Settings, database: Database, redis: RedisClient, report: Report
 ) -> dict[str, Any]:
-    marker_ttl = TimelineReader(database, TimelineStore(redis), settings).marker_ttl
+    marker_ttl = activity.marker_ttl(settings)
     sink: CommandSink
     if settings.redis_cluster or settings.redis_url is None:
         sink = PipelineSink(redis)

@@ -1,10 +1,10 @@
-"""Building the Redis timelines of every active user in bulk, as ``TimelineReader.rebuild`` would one by one.
+"""Building the Redis timelines of every active user in bulk, as ``Rebuilds.rebuild`` would one by one.
 
 Active users (``last_active_at`` within ``GOODNIGHT_ACTIVE_DAYS``) are taken a chunk at a time. One SQL query
 per chunk streams the ``(follower, record)`` pairs their timelines hold: the completed, in-window records of
 everyone they actively follow, celebrities excepted (those are merged at read time). The pairs are grouped
 per ``(reader, day)`` bucket and written with one ``ZADD`` + ``EXPIREAT`` per bucket, a whole chunk per
-pipeline; then each reader of the chunk gets its marker, as ``TimelineStore.mark_seen`` sets it. The next
+pipeline; then each reader of the chunk gets its marker, as ``Buckets.mark_seen`` sets it. The next
 chunk is read from the database while Redis digests the current one.
 """
 
@@ -28,8 +28,8 @@ from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.seed.resp import CommandSink
 from goodnight.timeline import keys, repository
+from goodnight.timeline.celebrities import CelebritySet
 from goodnight.timeline.redis_client import RedisClient
-from goodnight.timeline.store import TimelineStore
 
 CHUNK = 500  # readers per SQL query and per Redis pipeline
 RENDERINGS_CHUNK = 10_000
@@ -112,7 +112,7 @@ class TimelineBuilder:
         self.connection = connection
         self.redis = redis
         self.sink = sink
-        self.store = TimelineStore(redis)
+        self.celebrity_set = CelebritySet(redis)
         self.threshold = threshold
         self.active_days = active_days
         self.marker_ttl = marker_ttl
@@ -132,8 +132,8 @@ class TimelineBuilder:
         rows = await self.connection.scalars(sa.select(User.id).where(User.followers_count > self.threshold))
         celebrities = list(rows)
         await self.connection.rollback()
-        await self.store.forget_celebrities()
-        await self.store.load_celebrities(celebrities)
+        await self.celebrity_set.forget()
+        await self.celebrity_set.load(celebrities)
         self.stats.celebrities = len(celebrities)
         return celebrities
 

@@ -33,8 +33,9 @@ from goodnight.jobs.handlers import Handler, Handlers
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, User
 from goodnight.timeline import keys, repository
+from goodnight.timeline.buckets import Entry
 from goodnight.timeline.redis_client import REDIS_UNAVAILABLE
-from goodnight.timeline.store import Entry, TimelineStore
+from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.fanout")
 # A celebrity goes back to fanout only well below the threshold, so a user hovering around it does not
@@ -114,15 +115,15 @@ class Fanout:
                 return
             followers_count = author.followers_count
         record = rows[0]
-        await self.store.put_renderings([repository.rendering(record)])
+        await self.store.renderings.put([repository.rendering(record)])
         if followers_count > self.threshold:
             # Celebrity: readers merge this user's records at read time. Join the set (and move its version)
             # *before* skipping fanout, so no record is ever neither fanned out nor merged.
-            await self.store.celebrity_changed(author.id)
+            await self.store.celebrities.changed(author.id)
             return
-        if await self.store.is_celebrity(author.id):
+        if await self.store.celebrities.contains(author.id):
             if followers_count >= self.threshold * DOWNGRADE_RATIO:
-                await self.store.celebrity_changed(author.id)
+                await self.store.celebrities.changed(author.id)
                 return
             await self._backfill_former_celebrity(author.id, now)
             return
@@ -131,21 +132,21 @@ class Fanout:
     async def _backfill_former_celebrity(self, author_id: uuid.UUID, now: datetime) -> None:
         async with self.database.reader() as session:
             rows = await repository.window_records(session, now - WINDOW, authors=[author_id])
-        await self.store.put_renderings([repository.rendering(row) for row in rows])
+        await self.store.renderings.put([repository.rendering(row) for row in rows])
         entries = [repository.row_entry(row) for row in rows]
         await self._fan_out(author_id, entries, active_since=now - self.active_for)
-        await self.store.remove_celebrity(author_id)  # only once every follower has the records
+        await self.store.celebrities.remove(author_id)  # only once every follower has the records
 
     async def forget_record(self, event: RecordDeleted) -> None:
         record = event.record
         if (entry := _deleted_entry(record)) is not None:
-            await self.store.forget_records([(record.record_id, entry[0])])
+            await self.store.renderings.tombstone([(record.record_id, entry[0])])
 
     async def record_deleted(self, event: RecordDeleted) -> None:
         record = event.record
         if (entry := _deleted_entry(record)) is None:
             return  # an open record was never in any timeline
-        await self.store.forget_records([(record.record_id, entry[0])])
+        await self.store.renderings.tombstone([(record.record_id, entry[0])])
         # The tombstone already hides the record; this gives the memory back early.
         await self._fan_out(record.user_id, [entry], active_since=None, remove=True)
 
@@ -164,7 +165,9 @@ class Fanout:
                 rows = await repository.window_records(session, now - REACH, authors=[user_id])
             if not rows:
                 return  # nothing a page can show (or the account is gone)
-            await self.store.rerender([repository.rendering(row) for row in rows], now=now.timestamp())
+            await self.store.renderings.rerender(
+                [repository.rendering(row) for row in rows], now=now.timestamp()
+            )
             async with self.database.reader() as session:
                 current = await repository.author(session, user_id)
             if current is None or current == rows[0].author:
@@ -177,11 +180,11 @@ class Fanout:
         snapshots of it)."""
         user_id = event.user_id
         gone = _deleted_entries(event.records)
-        await self.store.forget_records((record_id, day) for record_id, (day, _) in gone)
+        await self.store.renderings.tombstone((record_id, day) for record_id, (day, _) in gone)
         now = utcnow()
-        await self.store.forget_reader(user_id, keys.bucket_days(now - REACH, now))
-        if await self.store.is_celebrity(user_id):
-            await self.store.remove_celebrity(user_id)
+        await self.store.buckets.forget_reader(user_id, keys.bucket_days(now - REACH, now))
+        if await self.store.celebrities.contains(user_id):
+            await self.store.celebrities.remove(user_id)
 
     async def forget_author(self, event: DeletedAccountFollowers) -> None:
         """A deleted account's entries leave the timelines of a batch of its former followers, which are
@@ -193,7 +196,7 @@ class Fanout:
                 session, event.followers, since=utcnow() - self.active_for
             )
         entries = [entry for _, entry in _deleted_entries(event.records)]
-        await self.store.forget_author(readers, event.user_id, entries)
+        await self.store.buckets.forget_author(readers, event.user_id, entries)
 
     async def follow_changed(self, event: FollowChanged) -> None:
         """Merge the followee's week into the follower's timeline, or take it out: whichever the follow's
@@ -207,9 +210,9 @@ class Fanout:
             code = keys.follow_code(follow.version, follow.active)
             rows = await repository.window_records(session, since, authors=[followed_id])
         if follow.active:
-            await self.store.put_renderings([repository.rendering(row) for row in rows])
+            await self.store.renderings.put([repository.rendering(row) for row in rows])
         entries = [repository.row_entry(row) for row in rows]
-        await self.store.set_follow_state(follower_id, followed_id, code, entries)
+        await self.store.buckets.set_follow_state(follower_id, followed_id, code, entries)
 
     async def _fan_out(
         self,
@@ -232,8 +235,8 @@ class Fanout:
             if not batch:
                 return reached
             if remove:
-                await self.store.remove(batch, entries)
+                await self.store.buckets.remove(batch, entries)
             else:
-                await self.store.add(batch, author_id, entries)
+                await self.store.buckets.add(batch, author_id, entries)
             reached += len(batch)
             after = batch[-1]

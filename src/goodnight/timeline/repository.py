@@ -15,7 +15,8 @@ from goodnight.feed.render import stored_rendering
 from goodnight.feed.repository import Author, FeedRow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.timeline import keys
-from goodnight.timeline.store import AuthoredEntry, Entry, Rendering
+from goodnight.timeline.buckets import AuthoredEntry, Entry
+from goodnight.timeline.renderings import Rendering
 
 
 def entry(record_id: uuid.UUID, duration: int, clocked_in_at: datetime) -> Entry:

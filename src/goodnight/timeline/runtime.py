@@ -53,12 +53,12 @@ class Timeline(TimelineWriter):
     async def apply_now(self, event: InlineEvent) -> None:
         """Apply an event inside the request that caused it (read-your-writes), unless Redis is known to be
         away: then the request must not wait for a timeout, and the outbox applies the event later."""
-        if not self.reader.breaker.allows():
+        if not self.reader.gate.breaker.allows():
             return
         try:
             await self.fanout.apply_now(event)
         except REDIS_ERRORS:
-            self.reader.redis_failed()
+            self.reader.gate.redis_failed()
             raise
 
     async def close(self) -> None:
