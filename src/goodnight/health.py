@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from goodnight.deps import ServicesDep
+from goodnight.deps import services_of
 from goodnight.errors import GoodnightError, error_responses
 from goodnight.jobs import outbox
 from goodnight.timeline.redis_client import REDIS_ERRORS
@@ -47,8 +47,9 @@ class NotReady(GoodnightError):
 
 
 @router.get("/ready", response_model=Readiness, responses=error_responses(503))
-async def ready(services: ServicesDep) -> Readiness:
+async def ready(request: Request) -> Readiness:
     """Readiness: 503 unless the database answers; Redis and the outbox backlog are reported."""
+    services = services_of(request)
     database, backlog = "ok", None
     try:
         async with services.database.reader() as session:

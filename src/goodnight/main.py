@@ -55,6 +55,7 @@ def build_services(settings: Settings) -> Services:
         revocations=revocations,
         rate_limiter=RateLimiter.build(settings),
         jobs=Jobs(database, settings, handlers, embedded=settings.embedded_worker),
+        fast_feed=timeline.reader if timeline is not None else None,
         timeline=timeline,
     )
 

@@ -52,12 +52,12 @@ class FeedCursor:
 
 async def followings_feed(
     database: Database,
+    fast: FastFeed | None,
     user_id: uuid.UUID,
     *,
     per_page: int,
     cursor: str | None,
     start_index: int | None,
-    fast: FastFeed | None = None,
 ) -> bytes:
     """The page's JSON document (``FeedPage``).
 
