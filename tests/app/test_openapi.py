@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from goodnight.main import create_app
 from tests.support.databases import settings_for
 
-COMMITTED = Path(__file__).resolve().parents[1] / "openapi.json"
+COMMITTED = Path(__file__).resolve().parents[2] / "openapi.json"
 REGENERATE = "uv run goodnight openapi --output openapi.json"
 
 

@@ -13,7 +13,7 @@ from goodnight.feed.render import TOMBSTONE
 from goodnight.timeline import keys, repository
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline
-from tests.test_timeline import ids, night, same_feed, uuid_of, warm
+from tests.timeline.test_timeline import ids, night, same_feed, uuid_of, warm
 
 
 def entry_of(record: dict[str, object]) -> tuple[uuid.UUID, int, datetime]:

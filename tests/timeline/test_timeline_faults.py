@@ -30,7 +30,7 @@ from tests.support.databases import TestDatabase, truncate
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.times import ago, iso
-from tests.test_timeline import ids, night
+from tests.timeline.test_timeline import ids, night
 
 HEAL_TIMEOUT_S = 30.0
 

@@ -17,8 +17,8 @@ Times are whole milliseconds (epoch ms ints in the model), relative to a "now" t
 starts. No clock-in is generated within ``MARGIN`` of the 7-day (or the 30-day) boundary, so the time an
 example takes to run can never move a record across the window.
 
-``pytest tests/test_feed_model.py --hypothesis-show-statistics`` shows how often each answer of the API and
-each interesting feed shape (equal durations, a scroll carried on later) was exercised.
+``pytest tests/feed/test_feed_model.py --hypothesis-show-statistics`` shows how often each answer of the API
+and each interesting feed shape (equal durations, a scroll carried on later) was exercised.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error, assert_validation_error
 from tests.support.outbox import outbox_rows, redis_away_inline
-from tests.test_timeline import night, same_feed, uuid_of, warm
-from tests.test_users import BAD_NAMES, assert_user
+from tests.timeline.test_timeline import night, same_feed, uuid_of, warm
+from tests.users.test_users import BAD_NAMES, assert_user
 
 
 async def me(api: Api, who: Member) -> dict[str, Any]:

@@ -18,9 +18,9 @@ from goodnight.users import deletion
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline
 from tests.support.outbox import outbox_rows, redis_away_inline, redis_timelines, sql_timelines
-from tests.test_account_deletion import assert_deleted
-from tests.test_timeline import night, same_feed, uuid_of, warm
-from tests.test_timeline_races import entry_of
+from tests.timeline.test_timeline import night, same_feed, uuid_of, warm
+from tests.timeline.test_timeline_races import entry_of
+from tests.users.test_account_deletion import assert_deleted
 
 
 async def assert_timelines_exact(timeline: AppTimeline, readers: list[Member]) -> None:

@@ -53,7 +53,7 @@ from tests.support.postgres_server import PostgresServer
 from tests.support.processes import Server, clean_env, serving
 from tests.support.redis_server import RedisServer
 from tests.support.times import ago, iso
-from tests.test_timeline import ids, night
+from tests.timeline.test_timeline import ids, night
 
 # Generous: a request that takes this long while the database is down is a hang, and fails the test.
 REQUEST_TIMEOUT_S = 20.0

@@ -16,7 +16,7 @@ from tests.support.api import PASSWORD, Api, Member
 from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error
 from tests.support.times import ago, iso
-from tests.test_timeline import warm
+from tests.timeline.test_timeline import warm
 
 # --- humanized_duration ---------------------------------------------------------------------------------
 

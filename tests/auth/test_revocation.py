@@ -31,6 +31,7 @@ from goodnight.deps import Services
 from goodnight.kit.clock import utcnow
 from goodnight.kit.ids import new_id
 from goodnight.models import TokenRevocation
+from tests.app.test_serve import Account, register_and_login
 from tests.support import databases
 from tests.support.api import PASSWORD, Api, Member
 from tests.support.apps import client_for, running
@@ -40,7 +41,6 @@ from tests.support.processes import Server, clean_env, serving
 from tests.support.redis_server import RedisServer
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.worker_sockets import one_client_per_worker
-from tests.test_serve import Account, register_and_login
 
 # The promise: refused everywhere within this long of the 2xx ...
 BOUND_S = 1.0

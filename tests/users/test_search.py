@@ -16,7 +16,7 @@ from goodnight.users.search import upper_bound
 from tests.support.api import Api, Member
 from tests.support.envelope import assert_error, assert_validation_error
 from tests.support.statements import explain, statements
-from tests.test_users import forged_cursor
+from tests.users.test_users import forged_cursor
 
 PERSON_KEYS = {"id", "username", "name", "followers_count", "followings_count", "followed_by_me"}
 # Every character class of the alphabet in one set of names, so byte order is exercised: digits < "_" <

@@ -18,14 +18,9 @@ from goodnight.middleware import MAX_BODY_BYTES
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.socials import repository as follows
 from goodnight.users import repository as users
-from tests.support.api import PASSWORD, Api, Member
-from tests.support.databases import TestDatabase
-from tests.support.envelope import assert_error, assert_validation_error
-from tests.support.processes import clean_env, serving
-from tests.support.worker_sockets import one_client_per_worker
-from tests.test_account import assert_accepted, assert_refused, gated_api, some_refused_at_the_gate
-from tests.test_concurrency import assert_counters_exact, listed_ids
-from tests.test_revocation import (
+from tests.app.test_concurrency import assert_counters_exact, listed_ids
+from tests.app.test_serve import register_and_login
+from tests.auth.test_revocation import (
     BOUND_S,
     SLACK_S,
     another_server,
@@ -33,8 +28,13 @@ from tests.test_revocation import (
     refused_on_fresh_connections,
     seconds_until_refused,
 )
-from tests.test_serve import register_and_login
-from tests.test_timeline import night
+from tests.support.api import PASSWORD, Api, Member
+from tests.support.databases import TestDatabase
+from tests.support.envelope import assert_error, assert_validation_error
+from tests.support.processes import clean_env, serving
+from tests.support.worker_sockets import one_client_per_worker
+from tests.timeline.test_timeline import night
+from tests.users.test_account import assert_accepted, assert_refused, gated_api, some_refused_at_the_gate
 
 
 def assert_deleted(response: httpx.Response) -> None:

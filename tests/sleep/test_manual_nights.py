@@ -13,14 +13,14 @@ import sqlalchemy as sa
 from goodnight.deps import Services
 from goodnight.jobs.outbox import EventKind
 from goodnight.models import SleepRecord
+from tests.app.test_concurrency import race, tally
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline
 from tests.support.envelope import assert_error, assert_validation_error
 from tests.support.nights import log_night, logged
 from tests.support.outbox import outbox_rows
 from tests.support.times import ago, iso
-from tests.test_concurrency import race, tally
-from tests.test_timeline import same_feed, warm
+from tests.timeline.test_timeline import same_feed, warm
 
 
 def ids(items: list[dict[str, Any]]) -> list[str]:

@@ -32,7 +32,7 @@ from tests.support.apps import (
 )
 from tests.support.databases import TestDatabase, truncate
 from tests.support.redis_cluster import RedisClusterNodes
-from tests.test_timeline import ids, night, same_feed, warm
+from tests.timeline.test_timeline import ids, night, same_feed, warm
 
 
 @pytest.fixture(scope="session")

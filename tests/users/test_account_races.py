@@ -17,10 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.deps import Services
 from goodnight.socials import repository as follows
-from tests.support.api import Api, Member
-from tests.support.times import ago, iso
-from tests.test_account_deletion import NOTHING, rows_of
-from tests.test_concurrency import (
+from tests.app.test_concurrency import (
     Outcome,
     assert_counters_exact,
     clock_in,
@@ -30,6 +27,9 @@ from tests.test_concurrency import (
     race,
     unfollow,
 )
+from tests.support.api import Api, Member
+from tests.support.times import ago, iso
+from tests.users.test_account_deletion import NOTHING, rows_of
 
 GONE = (401, "unauthorized")  # the user's token, once the deletion has committed
 
