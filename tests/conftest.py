@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from goodnight.deps import Services
 from goodnight.main import create_app
-from goodnight.timeline.redis_client import Breaker
+from goodnight.redis_client import Breaker
 from tests.support.api import Api
 from tests.support.apps import AppTimeline, client_for, running, timeline_of, timeline_settings
 from tests.support.databases import BACKENDS, TestDatabase, create_database, settings_for, truncate

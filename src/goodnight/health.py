@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from goodnight.deps import services_of
 from goodnight.errors import GoodnightError, error_responses
 from goodnight.jobs import outbox
-from goodnight.timeline.redis_client import REDIS_ERRORS
+from goodnight.redis_client import REDIS_ERRORS
 
 router = APIRouter(prefix="/health", tags=["health"])
 

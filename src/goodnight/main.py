@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from goodnight import __version__, health
-from goodnight.api_docs import mount_docs
+from goodnight.api_docs import DOCS_PATH, mount_docs
 from goodnight.auth.passwords import Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.auth.router import router as auth_router
@@ -134,7 +134,13 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     # or takes it out of rotation, which moves its load onto the others and spreads the overload.
     probes = [API_PREFIX + route.path for route in health.router.routes if isinstance(route, APIRoute)]
     if settings.rate_limits:
-        app.add_middleware(RateLimitMiddleware, api_prefix=API_PREFIX, exempt_paths=probes)
+        # Nor are the docs, nor metrics for when they exist.
+        app.add_middleware(
+            RateLimitMiddleware,
+            api_prefix=API_PREFIX,
+            exempt_paths=[*probes, "/openapi.json", DOCS_PATH, "/metrics"],
+            exempt_prefixes=[f"{DOCS_PATH}/"],
+        )
     app.add_middleware(InFlightCap, limit=settings.max_requests_in_flight, exempt_paths=probes)
     if settings.cors_origin_list:
         app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)

@@ -14,9 +14,9 @@ from goodnight.deps import Services
 from goodnight.jobs.handlers import Handlers
 from goodnight.jobs.worker import Worker
 from goodnight.main import create_app
+from goodnight.redis_client import RedisClient
 from goodnight.timeline.fanout import Fanout
 from goodnight.timeline.reader import TimelineReader
-from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.store import TimelineStore
 from tests.support.databases import settings_for
 

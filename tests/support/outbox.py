@@ -16,8 +16,8 @@ from goodnight.feed.position import parse_position
 from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, OutboxEvent, SleepRecord
+from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys, repository
-from goodnight.timeline.redis_client import RedisClient
 
 # (bucket day, member): where an entry sits in a reader's timeline, not only that it is there.
 Placed = tuple[date, bytes]

@@ -11,9 +11,9 @@ import pytest
 from goodnight.feed.render import TOMBSTONE
 from goodnight.jobs import outbox
 from goodnight.jobs.outbox import EventKind
+from goodnight.redis_client import Breaker
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
-from goodnight.timeline.redis_client import Breaker
 from goodnight.users import deletion
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline

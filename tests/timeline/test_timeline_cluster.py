@@ -19,8 +19,8 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import ResponseError
 
 from goodnight.feed.position import parse_position
+from goodnight.redis_client import Breaker
 from goodnight.timeline import keys
-from goodnight.timeline.redis_client import Breaker
 from tests.support.api import Api, Member
 from tests.support.apps import (
     CELEBRITY_THRESHOLD,

@@ -41,8 +41,8 @@ from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from goodnight.redis_client import Breaker
 from goodnight.timeline import keys
-from goodnight.timeline.redis_client import Breaker
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline
 from tests.support.databases import truncate

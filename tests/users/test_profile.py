@@ -16,9 +16,9 @@ from goodnight.jobs.events import NameChanged
 from goodnight.jobs.outbox import EventKind
 from goodnight.kit.clock import utcnow
 from goodnight.middleware import MAX_BODY_BYTES
+from goodnight.redis_client import Breaker
 from goodnight.timeline import keys, repository
 from goodnight.timeline.fanout import Fanout
-from goodnight.timeline.redis_client import Breaker
 from goodnight.timeline.renderings import Renderings
 from tests.support.api import Api, Member
 from tests.support.apps import AppTimeline

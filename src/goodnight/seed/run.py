@@ -31,6 +31,7 @@ from goodnight.db import Database
 from goodnight.feed.window import WINDOW
 from goodnight.migrate import upgrade_to_head
 from goodnight.models import User
+from goodnight.redis_client import RedisClient, connect
 from goodnight.seed.graph import BLOCK, Degrees, FollowGraph, GraphError, count_block, empty_counts
 from goodnight.seed.ids import block_rng
 from goodnight.seed.load import Loader
@@ -39,7 +40,6 @@ from goodnight.seed.resp import CommandSink, PipelineSink, RawRedis
 from goodnight.seed.timelines import TimelineBuilder, clear_timeline_keys, has_timeline_keys
 from goodnight.seed.users import USER_COLUMNS, Picks, UserPlan, username
 from goodnight.timeline import activity
-from goodnight.timeline.redis_client import RedisClient, connect
 
 FOLLOW_COLUMNS = ("follower_id", "followed_id", "active", "followed_at", "created_at", "updated_at")
 FOLLOW_TIMES = 4096  # distinct follow instants, shared by many rows (one datetime object each)

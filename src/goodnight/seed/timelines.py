@@ -26,10 +26,10 @@ from goodnight.feed.position import POSITION_SIZE, encode_position
 from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord, User
+from goodnight.redis_client import RedisClient
 from goodnight.seed.resp import CommandSink
 from goodnight.timeline import keys, repository
 from goodnight.timeline.celebrities import CelebritySet
-from goodnight.timeline.redis_client import RedisClient
 
 CHUNK = 500  # readers per SQL query and per Redis pipeline
 RENDERINGS_CHUNK = 10_000

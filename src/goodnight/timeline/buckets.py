@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
+from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys
-from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.scripts import Call, Scripts
 
 Entry = tuple[date, bytes]  # (bucket day, member)

@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys
-from goodnight.timeline.redis_client import RedisClient
 
 
 def _ensure_version(pipe: Any) -> None:

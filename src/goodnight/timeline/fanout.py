@@ -32,9 +32,9 @@ from goodnight.jobs.events import (
 from goodnight.jobs.handlers import Handler, Handlers
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, User
+from goodnight.redis_client import REDIS_UNAVAILABLE
 from goodnight.timeline import keys, repository
 from goodnight.timeline.buckets import Entry
-from goodnight.timeline.redis_client import REDIS_UNAVAILABLE
 from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.fanout")

@@ -5,8 +5,8 @@ behind by more than the allowed lag (``catch_up``)."""
 from __future__ import annotations
 
 from goodnight.db import Database
+from goodnight.redis_client import Breaker
 from goodnight.timeline.catch_up import CatchUp
-from goodnight.timeline.redis_client import Breaker
 
 
 class Gate:

@@ -17,8 +17,8 @@ from datetime import date
 
 from redis.asyncio import RedisCluster
 
+from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys
-from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.scripts import Scripts
 
 

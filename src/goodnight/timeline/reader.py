@@ -28,6 +28,7 @@ from goodnight.feed.pages import PageItem, PageRequest
 from goodnight.feed.position import encode_position
 from goodnight.feed.render import TOMBSTONE, epoch_ms, parse_rendering
 from goodnight.kit.clock import utcnow
+from goodnight.redis_client import REDIS_ERRORS
 from goodnight.timeline import keys
 from goodnight.timeline.activity import Activity
 from goodnight.timeline.background import Background
@@ -35,7 +36,6 @@ from goodnight.timeline.celebrity_merge import CelebrityMerge, candidates
 from goodnight.timeline.gate import Gate
 from goodnight.timeline.outage import DatabaseAway
 from goodnight.timeline.rebuilds import Rebuilds
-from goodnight.timeline.redis_client import REDIS_ERRORS
 from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.timeline")

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from datetime import date
 
 from goodnight.feed.render import TOMBSTONE
+from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys
-from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.scripts import Scripts
 
 Rendering = tuple[uuid.UUID, date, bytes]  # (record, bucket day, stored rendering)

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.jobs.handlers import Handlers
+from goodnight.redis_client import REDIS_ERRORS, RedisClient, connect
 from goodnight.timeline.fanout import Fanout, InlineEvent
 from goodnight.timeline.reader import TimelineReader
-from goodnight.timeline.redis_client import REDIS_ERRORS, RedisClient, connect
 from goodnight.timeline.store import TimelineStore
 
 

@@ -14,7 +14,7 @@ from redis.asyncio import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from goodnight.timeline.redis_client import RedisClient
+from goodnight.redis_client import RedisClient
 
 # One call of a script: its keys, then its arguments.
 Call = tuple[list[Any], list[Any]]

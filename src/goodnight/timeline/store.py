@@ -11,10 +11,10 @@ What a page read from Redis may trust, and what keeps it true without asking the
 
 from __future__ import annotations
 
+from goodnight.redis_client import RedisClient
 from goodnight.timeline.buckets import Buckets
 from goodnight.timeline.celebrities import CelebritySet
 from goodnight.timeline.pages import Pages
-from goodnight.timeline.redis_client import RedisClient
 from goodnight.timeline.renderings import Renderings
 from goodnight.timeline.scripts import Scripts
 

@@ -1,4 +1,5 @@
-"""Connecting to Redis (single node or Cluster), and failing fast while it is away."""
+"""Connecting to Redis (single node or Cluster), and failing fast while it is away: shared by everything that
+uses Redis (the timelines, the rate limits, the seed)."""
 
 from __future__ import annotations
 
