@@ -32,9 +32,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from goodnight.config import Settings
+from goodnight.jobs.worker import Worker
 from goodnight.main import create_app
 from goodnight.migrate import upgrade_to_head
-from goodnight.timeline.runtime import Timeline
 
 PASSWORD = "probe password"  # noqa: S105  (a throwaway database)
 PROBE_SECRET = "probe-secret-0123456789-abcdefghijklmnopqrstuvwxyz"  # noqa: S105
@@ -131,15 +131,15 @@ async def probe(url: str, redis_url: str, followers: int) -> None:
                 start = datetime.now(UTC) - timedelta(days=days - 0.1)
                 body = {"clocked_in_at": iso(start), "clocked_out_at": iso(start + timedelta(hours=7))}
                 assert (await http.post("/sleep_records", json=body, headers=headers)).status_code == 201
-            timeline: Timeline = app.state.services.timeline
-            await timeline.worker.drain()  # the nights' fanout (the star is a celebrity: none)
+            outbox: Worker = app.state.services.jobs.worker
+            await outbox.drain()  # the nights' fanout (the star is a celebrity: none)
 
             started = time.perf_counter()
             renamed = await http.patch("/users/me", json={"name": "Star"}, headers=headers)
             assert renamed.status_code == 200, renamed.text
             took = (time.perf_counter() - started) * 1000
             print(f"PATCH /users/me (8 records re-rendered inline): {took:.0f} ms")
-            await timeline.worker.drain()
+            await outbox.drain()
 
             started = time.perf_counter()
             deleted = await http.request("DELETE", "/users/me", json={"password": PASSWORD}, headers=headers)
@@ -149,7 +149,7 @@ async def probe(url: str, redis_url: str, followers: int) -> None:
                 f"{(time.perf_counter() - started) * 1000:.0f} ms"
             )
             started = time.perf_counter()
-            events = await timeline.worker.drain()
+            events = await outbox.drain()
             print(f"outbox: {events} events applied in {time.perf_counter() - started:.1f}s")
             async with database.engine.connect() as connection:
                 wrong = await connection.scalar(

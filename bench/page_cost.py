@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from datetime import timedelta
 
 import uvloop
 from gnbench.asgi import call, cpu_us, get_scope
 
 from goodnight.config import get_settings
-from goodnight.feed.render import PageItem
+from goodnight.feed.pages import PageItem, PageRequest
+from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.main import create_app
 from goodnight.timeline import keys
-from goodnight.timeline.reader import PageRequest
 
 
 async def measure(reader_id: uuid.UUID) -> dict[str, float]:
@@ -48,13 +47,15 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         if reader.declined != declined:
             raise SystemExit("some pages were answered from SQL: is the reader's timeline warm?")
         now = utcnow()
-        since = now - timedelta(days=keys.WINDOW_DAYS)
+        since = now - WINDOW
         page = await reader.page(PageRequest(reader_id, since, 11, None)) or []
         members = [item.position for item in page]
         first, last = keys.bucket_day(since), keys.bucket_day(now)
-        read = store.read
+        read = store.pages.read
         figures["  its read script call"] = await cpu_us(lambda: read(reader_id, first, last, None, 15))
-        figures[f"  its MGET of {len(members)} renderings"] = await cpu_us(lambda: store.renderings(members))
+        figures[f"  its MGET of {len(members)} renderings"] = await cpu_us(
+            lambda: store.pages.renderings(members)
+        )
         figures["  a bare redis-py GET, for scale"] = await cpu_us(lambda: store.redis.get("gn:none"))
 
         async def stub(request: PageRequest) -> list[PageItem]:

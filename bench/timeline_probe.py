@@ -27,12 +27,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from goodnight.auth.passwords import Passwords
 from goodnight.config import Settings
+from goodnight.feed.position import POSITION_SIZE
 from goodnight.kit.clock import utcnow
 from goodnight.kit.ids import new_id
 from goodnight.main import create_app
 from goodnight.migrate import upgrade_to_head
 from goodnight.models import Follow, SleepRecord, User
-from goodnight.timeline import keys
 
 READERS = (10, 150, 5000)
 NIGHTS = 7
@@ -164,7 +164,7 @@ async def main() -> None:
         report.append("|---:|---:|---:|---:|---:|")
         for count, reader in data["readers"].items():
             headers = {"Authorization": f"Bearer {tokens.issue(reader['id']).token}"}
-            await timeline.reader.rebuild(reader["id"])
+            await timeline.reader.rebuilds.rebuild(reader["id"])
             await cached.get("/sleep_records/followings", headers=headers)
             await timeline.reader.drain_background()
             deep = await _deep_cursor(plain, headers)
@@ -202,7 +202,7 @@ async def main() -> None:
                     ),
                     1,
                 )
-                handler_samples += await timed(timeline.worker.drain, 1)
+                handler_samples += await timed(cached_app.state.services.jobs.worker.drain, 1)
         entries_per_second = len(fans) / (p50(normal_ms) / 1000)
         report.append(
             f"\nFanout, one worker: {len(fans)} followers per clock-out in {p50(normal_ms):.1f} ms "
@@ -223,7 +223,7 @@ async def main() -> None:
         report.append(
             f"Timeline memory: {total_entries} entries in {total_bytes:,} bytes = "
             f"{total_bytes / max(total_entries, 1):.1f} bytes/entry (MEMORY USAGE, keys included; "
-            f"members are {keys.MEMBER_SIZE} bytes)"
+            f"members are {POSITION_SIZE} bytes)"
         )
         await cached.aclose()
         await plain.aclose()

@@ -11,10 +11,9 @@ from fastapi import FastAPI
 
 from goodnight.deps import Services
 from goodnight.main import create_app
-from goodnight.timeline.redis_client import Breaker
-from goodnight.timeline.runtime import Timeline
+from goodnight.redis_client import Breaker
 from tests.support.api import Api
-from tests.support.apps import client_for, running, timeline_of, timeline_settings
+from tests.support.apps import AppTimeline, client_for, running, timeline_of, timeline_settings
 from tests.support.databases import BACKENDS, TestDatabase, create_database, settings_for, truncate
 from tests.support.processes import create_empty_database
 from tests.support.redis_server import RedisServer
@@ -83,15 +82,15 @@ async def timeline_app(database: TestDatabase, redis_server: RedisServer) -> Asy
 
 
 @pytest.fixture
-def timeline(timeline_app: FastAPI) -> Timeline:
+def timeline(timeline_app: FastAPI) -> AppTimeline:
     return timeline_of(timeline_app)
 
 
 @pytest_asyncio.fixture
-async def timeline_client(timeline_app: FastAPI, timeline: Timeline) -> AsyncIterator[httpx.AsyncClient]:
+async def timeline_client(timeline_app: FastAPI, timeline: AppTimeline) -> AsyncIterator[httpx.AsyncClient]:
     await truncate(timeline_app.state.services.database.engine)
     await timeline.redis.flushall()
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     async with client_for(timeline_app) as http:
         yield http
     await timeline.reader.drain_background()

@@ -114,11 +114,12 @@ def worker(
         typer.secho("--metrics-port: metrics are switched off (GOODNIGHT_METRICS=off).", err=True)
         raise typer.Exit(2)
     from goodnight.jobs.runner import run_workers
+    from goodnight.main import outbox_consumers
 
     # Once running, a worker rides out database outages; one that could never work stops at once instead.
     asyncio.run(require_usable(settings))
     metrics_at = None if metrics_port is None else (metrics_host, metrics_port)
-    asyncio.run(run_workers(settings, concurrency, metrics_at))
+    asyncio.run(run_workers(settings, concurrency, outbox_consumers, metrics_at))
 
 
 @outbox_app.command("status")

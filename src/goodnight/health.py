@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from goodnight.deps import Services, ServicesDep
+from goodnight.deps import Services, services_of
 from goodnight.errors import GoodnightError, error_responses
 from goodnight.jobs import outbox
+from goodnight.redis_client import REDIS_ERRORS
 from goodnight.replicas.routing import ReadRouting
-from goodnight.timeline.redis_client import REDIS_ERRORS
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -65,8 +65,9 @@ class NotReady(GoodnightError):
 @router.get(
     "/ready", response_model=Readiness, response_model_exclude_unset=True, responses=error_responses(503)
 )
-async def ready(services: ServicesDep) -> Readiness:
+async def ready(request: Request) -> Readiness:
     """Readiness: 503 unless the database answers; Redis and the outbox backlog are reported."""
+    services = services_of(request)
     database, backlog = "ok", None
     try:
         async with services.database.reader() as session:

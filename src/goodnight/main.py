@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from goodnight import __version__, health
-from goodnight.api_docs import mount_docs
+from goodnight.api_docs import DOCS_PATH, mount_docs
 from goodnight.auth.passwords import Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.auth.router import router as auth_router
@@ -23,10 +23,11 @@ from goodnight.edge.headers import CorsMiddleware, SecurityHeadersMiddleware
 from goodnight.edge.inflight import InFlightCap
 from goodnight.errors import install_error_handlers
 from goodnight.feed.router import router as feed_router
-from goodnight.jobs.events import Events
+from goodnight.jobs.handlers import Handlers
+from goodnight.jobs.runtime import Jobs
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
-from goodnight.observability.lifecycle import ProcessMetrics, feed_breaker_open
+from goodnight.observability.lifecycle import ProcessMetrics
 from goodnight.observability.metrics import HttpRecorder
 from goodnight.observability.metrics_route import METRICS_PATH, metrics_router
 from goodnight.observability.switch import start_tracing
@@ -40,7 +41,7 @@ from goodnight.replicas.routing import ReadRouting
 from goodnight.sleep.router import router as sleep_router
 from goodnight.sleep.router import summary_router as sleep_summary_router
 from goodnight.socials.router import router as socials_router
-from goodnight.timeline.runtime import Timeline
+from goodnight.timeline.runtime import Timeline, TimelineWriter
 from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
 
@@ -53,28 +54,53 @@ UNTRACED_PATHS = ("/metrics",)
 
 
 def build_services(settings: Settings) -> Services:
+    """The API process's services. The consumers of the outbox register their handlers here; with none (no
+    Redis), services write no events at all."""
     database = Database(settings)
     revocations = RevocationFeed(settings)
-    services = Services(
+    handlers = Handlers()
+    timeline = None
+    if settings.redis_url:
+        timeline = Timeline.build(settings, database)
+        timeline.subscribe(handlers)
+    return Services(
         settings=settings,
         database=database,
         passwords=Passwords(settings),
         tokens=Tokens(settings.resolved_jwt_secret(), settings.jwt_ttl_seconds, revocations.revoked),
         revocations=revocations,
         rate_limiter=RateLimiter.build(settings),
+        jobs=Jobs(database, settings, handlers, embedded=settings.embedded_worker),
+        fast_feed=timeline.reader if timeline is not None else None,
+        timeline=timeline,
+        replicas=_read_replicas(settings, database, timeline),
     )
-    if settings.redis_url:
-        timeline = Timeline.build(settings, database)
-        wake = timeline.worker.wake if settings.embedded_worker else None
-        services.timeline = timeline
-        services.events = Events(enabled=True, apply=timeline.apply_now, wake=wake)
-    if settings.replica_url_list:
-        replicas = ReplicaSet(settings, database.engine)
-        redis = services.timeline.redis if services.timeline is not None else None
-        positions = WritePositions(redis, ttl_seconds=replicas.max_lag + 4 * SAMPLE_SECONDS)
-        database.routing = ReadRouting(database, replicas, positions)
-        services.replicas = replicas
-    return services
+
+
+def _read_replicas(settings: Settings, database: Database, timeline: Timeline | None) -> ReplicaSet | None:
+    """The replicas, with the database routing reads to them; None when none are configured."""
+    if not settings.replica_url_list:
+        return None
+    replicas = ReplicaSet(settings, database.engine)
+    # Users' write positions are shared through the timelines' Redis, when there is one.
+    redis = timeline.redis if timeline is not None else None
+    positions = WritePositions(redis, ttl_seconds=replicas.max_lag + 4 * SAMPLE_SECONDS)
+    database.routing = ReadRouting(database, replicas, positions)
+    return replicas
+
+
+@asynccontextmanager
+async def outbox_consumers(settings: Settings, database: Database, handlers: Handlers) -> AsyncIterator[None]:
+    """A ``goodnight worker`` process's consumers of the outbox: the timelines' fanout, when Redis is set."""
+    if not settings.redis_url:
+        yield
+        return
+    timeline = TimelineWriter.build(settings, database)
+    timeline.subscribe(handlers)
+    try:
+        yield
+    finally:
+        await timeline.close()
 
 
 def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> FastAPI:
@@ -94,8 +120,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         await services.revocations.start()
         if services.replicas is not None:
             services.replicas.start()
-        if services.timeline is not None and settings.embedded_worker:
-            services.timeline.start_worker()
+        services.jobs.start()
         timeline = services.timeline
         metrics = ProcessMetrics.start(
             settings, services.database, outbox=timeline is not None, breaker_open=feed_breaker_open(timeline)
@@ -104,6 +129,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
             yield
         finally:
             await metrics.stop()
+            await services.jobs.close()
             if services.timeline is not None:
                 await services.timeline.close()
             await services.revocations.close()
@@ -147,6 +173,14 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
     return app
 
 
+def feed_breaker_open(timeline: Timeline | None) -> Callable[[], bool] | None:
+    """Whether this process's feed reader is skipping Redis right now, for the breaker gauge (looked up each
+    time: tests swap the breaker)."""
+    if timeline is None:
+        return None
+    return lambda: not timeline.reader.gate.breaker.allows()
+
+
 def _probe_paths() -> list[str]:
     return [API_PREFIX + route.path for route in health.router.routes if isinstance(route, APIRoute)]
 
@@ -156,8 +190,7 @@ def _trace_services(tracing: Tracing, services: Services) -> None:
     for replica in services.replicas.replicas if services.replicas is not None else []:
         tracing.instrument_engine(replica.engine)
     tracing.instrument_redis()
-    if services.timeline is not None:
-        services.timeline.worker.tracer = tracing.tracer
+    services.jobs.worker.tracer = tracing.tracer
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
@@ -174,7 +207,13 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
     if settings.replica_url_list:
         app.add_middleware(ReplicaFallbackMiddleware)
     if settings.rate_limits:
-        app.add_middleware(RateLimitMiddleware, api_prefix=API_PREFIX, exempt_paths=probes)
+        # Nor are the docs.
+        app.add_middleware(
+            RateLimitMiddleware,
+            api_prefix=API_PREFIX,
+            exempt_paths=[*probes, "/openapi.json", DOCS_PATH],
+            exempt_prefixes=[f"{DOCS_PATH}/"],
+        )
     app.add_middleware(InFlightCap, limit=settings.max_requests_in_flight, exempt_paths=probes)
     if settings.cors_origin_list:
         app.add_middleware(CorsMiddleware, origins=settings.cors_origin_list)

@@ -19,7 +19,7 @@ from goodnight.jobs.worker import Worker
 from goodnight.kit.clock import utcnow
 from goodnight.observability.sampler import Sampler
 from goodnight.timeline.catch_up import CatchUp
-from goodnight.timeline.redis_client import Breaker
+from goodnight.redis_client import Breaker
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running, timeline_of, timeline_settings
@@ -54,7 +54,7 @@ async def app(sqlite: TestDatabase, redis_server: RedisServer) -> AsyncIterator[
 @pytest_asyncio.fixture
 async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     await truncate(app.state.services.database.engine)
-    timeline_of(app).reader.breaker = Breaker()
+    timeline_of(app).reader.gate.breaker = Breaker()
     async with client_for(app) as client:
         yield client
 
@@ -91,7 +91,7 @@ async def test_feed_pages_by_source_and_reason(app: FastAPI, http: httpx.AsyncCl
     assert (await api.feed(reader, start_index=1)).status_code == 200
     timeline.reader.redis_failed()
     await api.feed(reader)
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     after = await scrape(http)
     assert pages(middle, after, "redis", "none") == 1
     assert pages(middle, after, "sql", "offset") == 1
@@ -174,7 +174,7 @@ async def test_outbox_pool_and_breaker_gauges_are_sampled(app: FastAPI, http: ht
     sampler = Sampler(
         services.database,
         outbox=True,
-        breaker_open=lambda: not timeline.reader.breaker.allows(),
+        breaker_open=lambda: not timeline.reader.gate.breaker.allows(),
         outbox_every=0,
     )
     timeline.reader.redis_failed()
@@ -188,7 +188,7 @@ async def test_outbox_pool_and_breaker_gauges_are_sampled(app: FastAPI, http: ht
     assert held.value("goodnight_outbox_oldest_pending_age_seconds") >= 300
     assert held.value("goodnight_redis_breaker_open") == 1
     assert held.value("goodnight_db_pool_connections", state="in_use") >= 1
-    timeline.reader.breaker = Breaker()
+    timeline.reader.gate.breaker = Breaker()
     await truncate(services.database.engine)
     await sampler.sample()
     released = await scrape(http)

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
 
 from goodnight.config import Settings
+from goodnight.deps import Services
+from goodnight.jobs.handlers import Handlers
+from goodnight.jobs.worker import Worker
 from goodnight.main import create_app
-from goodnight.timeline.runtime import Timeline
+from goodnight.redis_client import RedisClient
+from goodnight.timeline.fanout import Fanout
+from goodnight.timeline.reader import TimelineReader
+from goodnight.timeline.store import TimelineStore
 from tests.support.databases import settings_for
 
 if TYPE_CHECKING:
@@ -46,7 +53,22 @@ def client_for(app: FastAPI) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE_URL)
 
 
-def timeline_of(app: FastAPI) -> Timeline:
-    found: Timeline | None = app.state.services.timeline
+@dataclass(frozen=True)
+class AppTimeline:
+    """An app's Redis timelines as tests drive them, with the outbox machinery that feeds them: tests drain
+    the outbox themselves (``worker.drain()``) and apply a stored event by hand (``handlers.dispatch``)."""
+
+    redis: RedisClient
+    store: TimelineStore
+    fanout: Fanout
+    reader: TimelineReader
+    worker: Worker
+    handlers: Handlers
+
+
+def timeline_of(app: FastAPI) -> AppTimeline:
+    services: Services = app.state.services
+    found = services.timeline
     assert found is not None, "the app was built without GOODNIGHT_REDIS_URL"
-    return found
+    jobs = services.jobs
+    return AppTimeline(found.redis, found.store, found.fanout, found.reader, jobs.worker, jobs.handlers)

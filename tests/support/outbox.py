@@ -5,19 +5,20 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from goodnight.db import Database
+from goodnight.feed.position import parse_position
+from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, OutboxEvent, SleepRecord
+from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys, repository
-from goodnight.timeline.redis_client import RedisClient
 
-WINDOW = timedelta(days=keys.WINDOW_DAYS)
 # (bucket day, member): where an entry sits in a reader's timeline, not only that it is there.
 Placed = tuple[date, bytes]
 
@@ -123,7 +124,7 @@ async def records_by_author(database: Database, authors: Collection[uuid.UUID]) 
 
 
 def record_id_of(member: bytes) -> uuid.UUID:
-    return keys.parse_member(member)[1]
+    return parse_position(member)[1]
 
 
 def describe_difference(reader: uuid.UUID, actual: Iterable[Placed], expected: Iterable[Placed]) -> str:
@@ -142,7 +143,7 @@ def duplicates(entries: Iterable[Placed]) -> dict[uuid.UUID, int]:
     return {record_id: count for record_id, count in seen.items() if count > 1}
 
 
-async def redis_away_inline(fanout: object, kind: str, payload: dict[str, Any]) -> None:
+async def redis_away_inline(fanout: object, event: object) -> None:
     """Stands in for ``Fanout.apply_now`` while Redis is away: the write's inline apply fails, and only the
     outbox can bring its event to the timelines."""
     raise RedisConnectionError("Redis is away")

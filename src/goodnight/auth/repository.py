@@ -1,7 +1,8 @@
-"""Queries on the token_revocations table."""
+"""The auth package's queries: the credentials a login checks, and the token_revocations table."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 
@@ -9,9 +10,19 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.auth.revocation import Revocation
-from goodnight.models import TokenRevocation
+from goodnight.models import TokenRevocation, User
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def credentials(session: AsyncSession, username: str) -> tuple[uuid.UUID, str] | None:
+    """The id and password hash of the user with this name, in any letter case."""
+    row = (
+        await session.execute(
+            sa.select(User.id, User.password_hash).where(User.username_key == username.lower())
+        )
+    ).first()
+    return None if row is None else (row.id, row.password_hash)
 
 
 def add(session: AsyncSession, revocation: Revocation) -> None:

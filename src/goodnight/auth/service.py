@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import re
 
+from goodnight.auth import repository
 from goodnight.auth.passwords import Passwords
 from goodnight.auth.tokens import IssuedToken, Tokens
 from goodnight.db import Database
 from goodnight.errors import Unauthorized
 from goodnight.kit.ids import new_id
+from goodnight.models.user import USERNAME_PATTERN
 from goodnight.ratelimit.limiter import RateLimiter
-from goodnight.users import repository as users
-from goodnight.users.schemas import USERNAME_PATTERN
 
 USERNAME_RE = re.compile(USERNAME_PATTERN.strip("^$"))
 
@@ -49,12 +49,12 @@ async def login(
         # Only names that could have been registered reach the database: no NULs or odd collation matches.
         if USERNAME_RE.fullmatch(username) is not None:
             async with database.reader() as session:
-                user = await users.get_by_username(session, username)
+                found = await repository.credentials(session, username)
                 # The token is dated now, when the hash is read, not after the check: a password change
                 # that commits while this login hashes revokes what was issued before it, this one too.
                 token_id = new_id()
-                if user is not None:
-                    user_id, password_hash = user.id, user.password_hash
+                if found is not None:
+                    user_id, password_hash = found
         # Always run one Argon2 verification, so an unknown user takes as long as a wrong password.
         valid = await hashing.verify(password_hash, password)
     if user_id is None or not valid:

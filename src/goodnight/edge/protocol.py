@@ -10,8 +10,8 @@ closed by uvicorn itself after :data:`KEEP_ALIVE_TIMEOUT_SECONDS`.
 
 Uvicorn's protocol classes are not a stable API: this class overrides its parser callbacks and relies on a
 few of its attributes (``parser``, ``transport``, ``cycle``, ``pipeline``, ``loop``, ``server_state``).
-``tests/test_http_edge.py`` checks that they are still there and drives every limit through a real server,
-so an upgrade that breaks them fails the tests.
+``tests/edge/test_http_edge.py`` checks that they are still there and drives every limit through a real
+server, so an upgrade that breaks them fails the tests.
 """
 
 from __future__ import annotations

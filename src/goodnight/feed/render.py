@@ -8,7 +8,6 @@ validation and no database query, and is byte-for-byte what the SQL path would h
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from goodnight.feed.repository import FeedRow
@@ -22,12 +21,6 @@ from goodnight.users.schemas import UserSummary
 _CLOCKED_IN = struct.Struct(">q")
 # What a deleted record's rendering is overwritten with: readers skip it, and fanout never writes over it.
 TOMBSTONE = b""
-
-
-@dataclass(frozen=True, slots=True)
-class PageItem:
-    position: bytes  # (duration, id) as a timeline member: the feed's order, and the next page's cursor
-    item: bytes  # the feed item's JSON
 
 
 def render_item(row: FeedRow, author: object | None = None) -> bytes:

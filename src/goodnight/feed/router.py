@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from goodnight.deps import BEARER_SECURITY, BearerUserId, Services
+from goodnight.deps import CurrentUserId, services_of
 from goodnight.errors import error_responses
 from goodnight.feed import service
 from goodnight.feed.schemas import FeedPage
@@ -13,12 +13,10 @@ from goodnight.kit.schema import Cursor
 router = APIRouter(prefix="/sleep_records", tags=["feed"])
 
 
-@router.get(
-    "/followings", response_model=FeedPage, responses=error_responses(401), openapi_extra=BEARER_SECURITY
-)
+@router.get("/followings", response_model=FeedPage, responses=error_responses(401))
 async def followings_feed(
     request: Request,
-    me: BearerUserId,
+    me: CurrentUserId,
     per_page: Annotated[int, Query(ge=1, le=100, description="Items per page, 1..100.")] = 10,
     cursor: Cursor = None,
     start_index: Annotated[
@@ -26,11 +24,9 @@ async def followings_feed(
     ] = None,
 ) -> Response:
     """Completed sleep records of everyone you follow from the past 7 days, longest first."""
-    # The hottest route takes its services without dependencies (each costs on every request), and opens no
-    # request-wide database session: a page from Redis needs none, SQL opens its own.
-    services: Services = request.app.state.services
-    timeline = services.timeline.reader if services.timeline is not None else None
+    # No request-wide database session: a page from the fast feed needs none, and SQL opens its own.
+    services = services_of(request)
     body = await service.followings_feed(
-        services.database, me, per_page=per_page, cursor=cursor, start_index=start_index, timeline=timeline
+        services.database, services.fast_feed, me, per_page=per_page, cursor=cursor, start_index=start_index
     )
     return Response(body, media_type="application/json")

@@ -16,21 +16,19 @@ from datetime import datetime, timedelta
 
 from goodnight.db import Database
 from goodnight.errors import ValidationFailed
-from goodnight.feed.render import PageItem, render_item, render_page
+from goodnight.feed.pages import FastFeed, PageItem, PageRequest
+from goodnight.feed.position import encode_position, parse_position
+from goodnight.feed.render import render_item, render_page
 from goodnight.feed.repository import feed_rows
 from goodnight.feed.schemas import FeedPagination
+from goodnight.feed.window import MAX_CURSOR_AGE, WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.keyset import split_page
 from goodnight.observability import metrics
-from goodnight.timeline import keys
-from goodnight.timeline.reader import PageRequest, TimelineReader
 from goodnight.users import repository as users
 
-WINDOW = timedelta(days=7)
-# A cursor may pin a window this much older than "now" (someone scrolling slowly), no more; and a little
-# newer, for API servers whose clocks disagree slightly.
-MAX_CURSOR_AGE = timedelta(days=1)
+# A cursor may pin a window a little newer than now's too, for API servers whose clocks disagree slightly.
 CLOCK_TOLERANCE = timedelta(minutes=5)
 
 
@@ -55,12 +53,12 @@ class FeedCursor:
 
 async def followings_feed(
     database: Database,
+    fast: FastFeed | None,
     user_id: uuid.UUID,
     *,
     per_page: int,
     cursor: str | None,
     start_index: int | None,
-    timeline: TimelineReader | None = None,
 ) -> bytes:
     """The page's JSON document (``FeedPage``).
 
@@ -77,16 +75,16 @@ async def followings_feed(
         since, after = position.since, (position.duration, position.record_id)
     offset = start_index or 0
     items = None
-    if timeline is not None and offset == 0:
-        # The precomputed timeline when it can answer truthfully; None sends us to SQL (same answer). It
-        # seeks by cursor only: a later offset page is SQL's.
-        items = await timeline.page(PageRequest(user_id, since, per_page + 1, after))
+    if fast is not None and offset == 0:
+        # The fast source (precomputed timelines) when it can answer truthfully; None sends us to SQL (same
+        # answer). It seeks by cursor only: a later offset page is SQL's.
+        items = await fast.page(PageRequest(user_id, since, per_page + 1, after))
     else:
-        metrics.feed_from_sql(metrics.NO_REDIS if timeline is None else metrics.OFFSET)
+        metrics.feed_from_sql(metrics.NO_REDIS if fast is None else metrics.OFFSET)
     if items is None:
         items = await _from_sql(database, user_id, since, per_page + 1, after, offset)
     page, more = split_page(items, per_page)
-    next_cursor = FeedCursor(*keys.parse_member(page[-1].position), since).encode() if more else None
+    next_cursor = FeedCursor(*parse_position(page[-1].position), since).encode() if more else None
     if cursor is None:
         last_index = offset + len(page) - 1 if page else offset
         pagination = FeedPagination(
@@ -110,5 +108,5 @@ async def _from_sql(
         # The window scan's rows get their authors in one more query (joining them would run before the sort).
         people = await users.summaries(session, {row.user_id for row in rows})
     return [
-        PageItem(keys.member(row.duration, row.id), render_item(row, people[row.user_id])) for row in rows
+        PageItem(encode_position(row.duration, row.id), render_item(row, people[row.user_id])) for row in rows
     ]

@@ -15,6 +15,10 @@ from goodnight.kit.ids import new_id
 # [prefix, prefix with its last character incremented), which the unique index answers as a range seek. A
 # linguistic collation breaks that: utf8mb4_unicode_ci sorts "_" before digits and digits before letters,
 # and glibc locales skip "_" altogether, so no pair of bounds would hold exactly the names with a prefix.
+# What a username may be: what registration accepts, and all a login need consider.
+USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,30}$"
+# What a search may ask for: any start of a name that could exist.
+USERNAME_PREFIX_PATTERN = r"^[A-Za-z0-9_]{1,30}$"
 USERNAME_KEY = (
     sa.String(30)
     .with_variant(sa.String(30, collation="C"), "postgresql")

@@ -5,23 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from goodnight.config import Settings
 from goodnight.db import Database
 from goodnight.observability.multiprocess import forget_dead_processes, process_exiting
 from goodnight.observability.sampler import Sampler
-
-if TYPE_CHECKING:
-    from goodnight.timeline.runtime import Timeline
-
-
-def feed_breaker_open(timeline: Timeline | None) -> Callable[[], bool] | None:
-    """Whether this process's feed reader is skipping Redis right now (looked up each time: tests swap the
-    breaker)."""
-    if timeline is None:
-        return None
-    return lambda: not timeline.reader.breaker.allows()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from goodnight.ratelimit.client_ip import ClientAddress, parse_networks
 from goodnight.ratelimit.policies import Policies, Policy
 from goodnight.ratelimit.verdict import UNLIMITED, Verdict
 from goodnight.ratelimit.windows import MemoryWindows, RedisClusterWindows, RedisWindows, Windows
-from goodnight.timeline.redis_client import REDIS_ERRORS, Breaker, connect
+from goodnight.redis_client import REDIS_ERRORS, Breaker, connect
 
 logger = logging.getLogger("goodnight.ratelimit")
 

@@ -1,29 +1,34 @@
 """Rate limits on every request, as plain ASGI middleware: one policy per request, chosen before any work.
 
 Logins and sign-ups count per client address; any other request counts per user when it carries a valid
-token and per address when it does not. Health checks and the API docs are never limited: load balancers
-and orchestrators poll them, and refusing them would take healthy servers out of rotation.
+token and per address when it does not. The paths the app names exempt (health checks, the API docs) are
+never limited: load balancers and orchestrators poll them, and refusing them would take healthy servers out
+of rotation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from goodnight.api_docs import DOCS_PATH
+from goodnight.auth.tokens import Tokens
 from goodnight.errors import RateLimited, Unauthorized, send_error
 from goodnight.observability import metrics
+from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.ratelimit.policies import Policy
 from goodnight.ratelimit.verdict import Verdict
 
-if TYPE_CHECKING:
-    from goodnight.deps import Services
 
-# The docs, and metrics for when they exist, besides the health probes the app names.
-EXEMPT_PATHS = frozenset({"/openapi.json", DOCS_PATH, "/metrics"})
-EXEMPT_PREFIXES = (f"{DOCS_PATH}/",)
+class AppServices(Protocol):
+    """What this reads of the app's services, which are built at start-up, after the middleware."""
+
+    @property
+    def rate_limiter(self) -> RateLimiter: ...
+
+    @property
+    def tokens(self) -> Tokens: ...
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -37,17 +42,25 @@ def bearer_token(scope: Scope) -> str | None:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, api_prefix: str, exempt_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        api_prefix: str,
+        exempt_paths: Iterable[str] = (),
+        exempt_prefixes: Iterable[str] = (),
+    ) -> None:
         self.app = app
         self.login_path = f"{api_prefix}/auth/login"
         self.signup_path = f"{api_prefix}/users"
-        self.exempt_paths = EXEMPT_PATHS | frozenset(exempt_paths)
+        self.exempt_paths = frozenset(exempt_paths)
+        self.exempt_prefixes = tuple(exempt_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
-        services: Services = scope["app"].state.services
+        services: AppServices = scope["app"].state.services
         policy, key = self._policy_for(scope, services)
         verdict = await services.rate_limiter.hit(policy, key)
         if not verdict.allowed:
@@ -57,9 +70,9 @@ class RateLimitMiddleware:
         await self.app(scope, receive, _with_headers(send, verdict))
 
     def _exempt(self, path: str) -> bool:
-        return path in self.exempt_paths or path.startswith(EXEMPT_PREFIXES)
+        return path in self.exempt_paths or path.startswith(self.exempt_prefixes)
 
-    def _policy_for(self, scope: Scope, services: Services) -> tuple[Policy, str]:
+    def _policy_for(self, scope: Scope, services: AppServices) -> tuple[Policy, str]:
         limiter = services.rate_limiter
         policies = limiter.policies
         if scope["method"] == "POST":

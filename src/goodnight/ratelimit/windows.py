@@ -82,8 +82,8 @@ class RedisWindows(StrategyWindows):
 
     The strategy's API costs two round trips per limit (one to hit, one to read the window back for the
     headers). Here both of ``limits``' own Lua scripts, for every limit of the policy, go in one pipeline
-    with the same arguments ``limits`` passes them; ``tests/test_rate_limits.py`` checks that the strategy
-    reads back exactly what this wrote, so a change in ``limits`` cannot slip by.
+    with the same arguments ``limits`` passes them; ``tests/ratelimit/test_rate_limits.py`` checks that the
+    strategy reads back exactly what this wrote, so a change in ``limits`` cannot slip by.
     """
 
     def __init__(self, client: Redis) -> None:

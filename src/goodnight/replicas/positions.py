@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import OrderedDict
 
-from goodnight.timeline.redis_client import REDIS_ERRORS, RedisClient
+from goodnight.redis_client import REDIS_ERRORS, RedisClient
 
 logger = logging.getLogger("goodnight.replicas")
 # Positions this process remembers by itself (the last writers it served), besides Redis.

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import hiredis
 from redis.asyncio.connection import SSLConnection, parse_url
 
-from goodnight.timeline.redis_client import RedisClient
+from goodnight.redis_client import RedisClient
 
 Arg = str | bytes | int | float
 

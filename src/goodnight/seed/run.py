@@ -28,8 +28,10 @@ from rich.progress import (
 from goodnight.auth.passwords import Passwords
 from goodnight.config import Settings
 from goodnight.db import Database
+from goodnight.feed.window import WINDOW
 from goodnight.migrate import upgrade_to_head
 from goodnight.models import User
+from goodnight.redis_client import RedisClient, connect
 from goodnight.seed.graph import BLOCK, Degrees, FollowGraph, GraphError, count_block, empty_counts
 from goodnight.seed.ids import block_rng
 from goodnight.seed.load import Loader
@@ -37,9 +39,7 @@ from goodnight.seed.records import RECORD_COLUMNS, RecordPlan, naive
 from goodnight.seed.resp import CommandSink, PipelineSink, RawRedis
 from goodnight.seed.timelines import TimelineBuilder, clear_timeline_keys, has_timeline_keys
 from goodnight.seed.users import USER_COLUMNS, Picks, UserPlan, username
-from goodnight.timeline.reader import TimelineReader
-from goodnight.timeline.redis_client import RedisClient, connect
-from goodnight.timeline.store import TimelineStore
+from goodnight.timeline import activity
 
 FOLLOW_COLUMNS = ("follower_id", "followed_id", "active", "followed_at", "created_at", "updated_at")
 FOLLOW_TIMES = 4096  # distinct follow instants, shared by many rows (one datetime object each)
@@ -273,7 +273,7 @@ async def _load_records(
     stats: dict[str, int],
     anchor: datetime,
 ) -> None:
-    window_start = naive(int((anchor - timedelta(days=7)).timestamp()))
+    window_start = naive(int((anchor - WINDOW).timestamp()))
 
     async def add(rows: list[tuple[Any, ...]]) -> None:
         for row in rows:
@@ -296,7 +296,7 @@ async def _load_records(
 async def _build_timelines(
     settings: Settings, database: Database, redis: RedisClient, report: Report
 ) -> dict[str, Any]:
-    marker_ttl = TimelineReader(database, TimelineStore(redis), settings).marker_ttl
+    marker_ttl = activity.marker_ttl(settings)
     sink: CommandSink
     if settings.redis_cluster or settings.redis_url is None:
         sink = PipelineSink(redis)

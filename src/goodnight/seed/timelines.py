@@ -1,10 +1,10 @@
-"""Building the Redis timelines of every active user in bulk, as ``TimelineReader.rebuild`` would one by one.
+"""Building the Redis timelines of every active user in bulk, as ``Rebuilds.rebuild`` would one by one.
 
 Active users (``last_active_at`` within ``GOODNIGHT_ACTIVE_DAYS``) are taken a chunk at a time. One SQL query
 per chunk streams the ``(follower, record)`` pairs their timelines hold: the completed, in-window records of
 everyone they actively follow, celebrities excepted (those are merged at read time). The pairs are grouped
 per ``(reader, day)`` bucket and written with one ``ZADD`` + ``EXPIREAT`` per bucket, a whole chunk per
-pipeline; then each reader of the chunk gets its marker, as ``TimelineStore.mark_seen`` sets it. The next
+pipeline; then each reader of the chunk gets its marker, as ``Buckets.mark_seen`` sets it. The next
 chunk is read from the database while Redis digests the current one.
 """
 
@@ -22,18 +22,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from goodnight.feed.position import POSITION_SIZE, encode_position
+from goodnight.feed.window import WINDOW
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, SleepRecord, User
+from goodnight.redis_client import RedisClient
 from goodnight.seed.resp import CommandSink
 from goodnight.timeline import keys, repository
-from goodnight.timeline.redis_client import RedisClient
-from goodnight.timeline.store import TimelineStore
+from goodnight.timeline.celebrities import CelebritySet
 
 CHUNK = 500  # readers per SQL query and per Redis pipeline
 RENDERINGS_CHUNK = 10_000
-WINDOW = timedelta(days=keys.WINDOW_DAYS)
 
-# PostgreSQL builds the 20-byte members itself (big-endian duration, then the UUID's 16 bytes: keys.member)
+# PostgreSQL builds the 20-byte members itself (feed positions: big-endian duration, then the UUID's 16 bytes)
 # and concatenates each (reader, day) bucket's members into one value: far fewer rows to decode.
 PAIRS_POSTGRESQL = """
 SELECT f.follower_id, r.clocked_in_at::date, string_agg(int4send(r.duration_s) || uuid_send(r.id), ''::bytea)
@@ -111,7 +112,7 @@ class TimelineBuilder:
         self.connection = connection
         self.redis = redis
         self.sink = sink
-        self.store = TimelineStore(redis)
+        self.celebrity_set = CelebritySet(redis)
         self.threshold = threshold
         self.active_days = active_days
         self.marker_ttl = marker_ttl
@@ -131,8 +132,8 @@ class TimelineBuilder:
         rows = await self.connection.scalars(sa.select(User.id).where(User.followers_count > self.threshold))
         celebrities = list(rows)
         await self.connection.rollback()
-        await self.store.forget_celebrities()
-        await self.store.load_celebrities(celebrities)
+        await self.celebrity_set.forget()
+        await self.celebrity_set.load(celebrities)
         self.stats.celebrities = len(celebrities)
         return celebrities
 
@@ -197,7 +198,7 @@ class TimelineBuilder:
         if self._driver is not None:
             naive_since = since.astimezone(UTC).replace(tzinfo=None)
             rows = await self._driver.fetch(PAIRS_POSTGRESQL, readers, self.threshold, naive_since)
-            size = keys.MEMBER_SIZE
+            size = POSITION_SIZE
             return [
                 (reader, day, [blob[at : at + size] for at in range(0, len(blob), size)])
                 for reader, day, blob in rows
@@ -218,7 +219,7 @@ class TimelineBuilder:
         grouped: dict[tuple[uuid.UUID, date], list[bytes]] = defaultdict(list)
         for follower, clocked_in_at, duration, record_id in await self.connection.execute(query):
             assert duration is not None  # completed records only
-            grouped[follower, keys.bucket_day(clocked_in_at)].append(keys.member(duration, record_id))
+            grouped[follower, keys.bucket_day(clocked_in_at)].append(encode_position(duration, record_id))
         await self.connection.rollback()
         return [(reader, day, members) for (reader, day), members in grouped.items()]
 

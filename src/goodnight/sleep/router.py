@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
-from goodnight.deps import AUTHENTICATED, CurrentUserId, EventsDep, SessionDep, WriteSessionDep
+from goodnight.deps import AUTHENTICATED, CurrentUserId, SessionDep, WriteSessionDep, services_of
 from goodnight.errors import error_responses
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor, Limit, Page, Pagination
 from goodnight.models import SleepRecord
@@ -50,9 +50,10 @@ async def clock_in(
 
 @router.post("/clock_out", response_model=ClockOutResponse, responses=error_responses(400, 401, 413))
 async def clock_out(
-    session: WriteSessionDep, events: EventsDep, me: CurrentUserId, data: ClockOutRequest | None = None
+    session: WriteSessionDep, request: Request, me: CurrentUserId, data: ClockOutRequest | None = None
 ) -> ClockOutResponse:
     """Wake up: close the open sleep record, now or at `clocked_out_at`."""
+    events = services_of(request).events
     record = await service.clock_out(session, events, me, data.clocked_out_at if data else None)
     duration = record.duration_s or 0
     return ClockOutResponse(message="Clock out successful", duration=duration, sleep_record=_out(record))
@@ -65,10 +66,11 @@ async def clock_out(
     responses=error_responses(401, 413),
 )
 async def log_night(
-    data: SleepRecordCreate, session: WriteSessionDep, events: EventsDep, me: CurrentUserId
+    data: SleepRecordCreate, session: WriteSessionDep, request: Request, me: CurrentUserId
 ) -> SleepRecordOut:
     """Log a forgotten night: a completed record anywhere in the last 30 days, overlapping none of yours
     (open or closed). It reaches your followers' feeds like a clock-out."""
+    events = services_of(request).events
     return _out(await service.log_night(session, events, me, data.clocked_in_at, data.clocked_out_at))
 
 
@@ -93,9 +95,9 @@ async def get_one(record_id: str, session: SessionDep, me: CurrentUserId) -> Sle
     response_class=Response,
     responses=error_responses(401, 404),
 )
-async def delete(record_id: str, session: WriteSessionDep, events: EventsDep, me: CurrentUserId) -> Response:
+async def delete(record_id: str, session: WriteSessionDep, request: Request, me: CurrentUserId) -> Response:
     """Delete one of your own records; it leaves every feed at once."""
-    await service.delete(session, events, me, record_id)
+    await service.delete(session, services_of(request).events, me, record_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

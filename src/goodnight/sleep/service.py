@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
-from goodnight.jobs.events import Events
-from goodnight.jobs.outbox import EventKind
+from goodnight.jobs.events import DeletedRecord, RecordDeleted, SleepCompleted
+from goodnight.jobs.publish import Events
 from goodnight.kit.clock import format_utc, utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
@@ -168,7 +167,7 @@ def _overlap(conflict: SleepRecord, clocked_in_at: datetime) -> ValidationFailed
 
 async def _completed(session: AsyncSession, events: Events, record: SleepRecord) -> None:
     """A completed record enters its author's followers' feeds, in the transaction that completes it."""
-    await events.publish(session, EventKind.SLEEP_COMPLETED, {"record_id": str(record.id)})
+    await events.publish(session, SleepCompleted(record.id))
 
 
 async def history(
@@ -212,14 +211,9 @@ async def delete(session: AsyncSession, events: Events, user_id: uuid.UUID, raw_
         raise NotFound("No sleep record with that id.")
     await repository.delete(session, record.id)
     # Applied right after commit too (a tombstone), so no feed shows the record once the delete returns.
-    await events.publish(session, EventKind.RECORD_DELETED, deleted_record(record), apply_now=True)
+    await events.publish(session, RecordDeleted(deleted_record(record)), apply_now=True)
 
 
-def deleted_record(record: SleepRecord) -> dict[str, Any]:
-    """What the timelines need to know of a deleted record: where its entries are, its tombstone's day."""
-    return {
-        "record_id": str(record.id),
-        "user_id": str(record.user_id),
-        "clocked_in_at": record.clocked_in_at.isoformat(),
-        "duration": record.duration_s,
-    }
+def deleted_record(record: SleepRecord) -> DeletedRecord:
+    """What the feeds need to know of a deleted record: where its entries are, its tombstone's day."""
+    return DeletedRecord(record.id, record.user_id, record.clocked_in_at, record.duration_s)

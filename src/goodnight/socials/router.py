@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
-from goodnight.deps import AUTHENTICATED, CurrentUserId, EventsDep, SessionDep, WriteSessionDep
+from goodnight.deps import AUTHENTICATED, CurrentUserId, SessionDep, WriteSessionDep, services_of
 from goodnight.errors import error_responses
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor, Limit, Message, Page, Pagination
 from goodnight.socials import service
@@ -17,14 +17,14 @@ router = APIRouter(tags=["socials"], dependencies=AUTHENTICATED)
     response_model=Message,
     responses=error_responses(400, 401, 404, 422),
 )
-async def follow(user_id: str, session: WriteSessionDep, events: EventsDep, me: CurrentUserId) -> Message:
-    await service.follow(session, events, me, user_id)
+async def follow(user_id: str, session: WriteSessionDep, request: Request, me: CurrentUserId) -> Message:
+    await service.follow(session, services_of(request).events, me, user_id)
     return Message(message="Successfully followed user")
 
 
 @router.post("/socials/unfollow/{user_id}", response_model=Message, responses=error_responses(401, 404, 422))
-async def unfollow(user_id: str, session: WriteSessionDep, events: EventsDep, me: CurrentUserId) -> Message:
-    await service.unfollow(session, events, me, user_id)
+async def unfollow(user_id: str, session: WriteSessionDep, request: Request, me: CurrentUserId) -> Message:
+    await service.unfollow(session, services_of(request).events, me, user_id)
     return Message(message="Successfully unfollowed user")
 
 

@@ -7,8 +7,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
-from goodnight.jobs.events import Events
-from goodnight.jobs.outbox import EventKind
+from goodnight.jobs.events import Followed, Unfollowed
+from goodnight.jobs.publish import Events
 from goodnight.kit.clock import utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
@@ -68,7 +68,7 @@ async def follow(session: AsyncSession, events: Events, me: uuid.UUID, raw_targe
         raise AlreadyFollowing() from exc
     await users.add_to_counters(session, me, target, +1)
     # Applied right after commit too, so the follower's very next feed read already has the followee's week.
-    await events.publish(session, EventKind.FOLLOWED, _pair(me, target), apply_now=True)
+    await events.publish(session, Followed(me, target), apply_now=True)
     return await _user(session, target)
 
 
@@ -82,12 +82,8 @@ async def unfollow(session: AsyncSession, events: Events, me: uuid.UUID, raw_tar
     await session.flush()
     await users.add_to_counters(session, me, target, -1)
     # Applied right after commit too, so the very next feed read no longer shows the unfollowed user.
-    await events.publish(session, EventKind.UNFOLLOWED, _pair(me, target), apply_now=True)
+    await events.publish(session, Unfollowed(me, target), apply_now=True)
     return await _user(session, target)
-
-
-def _pair(follower: uuid.UUID, followed: uuid.UUID) -> dict[str, str]:
-    return {"follower_id": str(follower), "followed_id": str(followed)}
 
 
 async def _user(session: AsyncSession, user_id: uuid.UUID) -> User:

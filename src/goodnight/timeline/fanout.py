@@ -1,4 +1,4 @@
-"""Applying outbox events to the Redis timelines.
+"""Applying outbox events to the Redis timelines: the handlers the timelines register (``subscribe``).
 
 Handlers never trust the event to describe the present: they re-read the database and apply what is true
 now. That makes them idempotent and indifferent to order, which is what at-least-once delivery by many
@@ -11,22 +11,34 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import assert_never
 
 from goodnight.config import Settings
 from goodnight.db import Database
-from goodnight.jobs.outbox import EventKind
+from goodnight.feed.window import REACH, WINDOW
+from goodnight.jobs.events import (
+    AccountDeleted,
+    DeletedAccountFollowers,
+    DeletedRecord,
+    FollowChanged,
+    Followed,
+    NameChanged,
+    RecordDeleted,
+    SleepCompleted,
+    Unfollowed,
+)
+from goodnight.jobs.handlers import Handler, Handlers
 from goodnight.kit.clock import utcnow
 from goodnight.models import Follow, User
 from goodnight.observability import metrics
+from goodnight.redis_client import REDIS_UNAVAILABLE
 from goodnight.timeline import keys, repository
-from goodnight.timeline.keys import WINDOW_DAYS
-from goodnight.timeline.store import Entry, TimelineStore
+from goodnight.timeline.buckets import Entry
+from goodnight.timeline.store import TimelineStore
 
 logger = logging.getLogger("goodnight.fanout")
-WINDOW = timedelta(days=WINDOW_DAYS)
 # A celebrity goes back to fanout only well below the threshold, so a user hovering around it does not
 # trigger a backfill on every clock-out.
 DOWNGRADE_RATIO = 0.9
@@ -35,25 +47,20 @@ DOWNGRADE_RATIO = 0.9
 RERENDER_ATTEMPTS = 5
 
 
-def _deleted_entry(payload: dict[str, Any]) -> Entry | None:
-    """The timeline entry of a deleted record, from its event; None for an open record (never in one)."""
-    if payload.get("duration") is None:
+# The events a write applies before its response is sent (read-your-writes), besides the outbox's copy.
+InlineEvent = RecordDeleted | FollowChanged | NameChanged | AccountDeleted
+
+
+def _deleted_entry(record: DeletedRecord) -> Entry | None:
+    """The timeline entry of a deleted record; None for an open record (never in one)."""
+    if record.duration is None:
         return None
-    start = datetime.fromisoformat(payload["clocked_in_at"])
-    return repository.entry(uuid.UUID(payload["record_id"]), int(payload["duration"]), start)
+    return repository.entry(record.record_id, record.duration, record.clocked_in_at)
 
 
-def _deleted_entries(payloads: list[dict[str, Any]]) -> list[tuple[uuid.UUID, Entry]]:
+def _deleted_entries(records: Iterable[DeletedRecord]) -> list[tuple[uuid.UUID, Entry]]:
     """(record, entry) of each completed record among a deleted account's."""
-    return [
-        (uuid.UUID(record["record_id"]), entry)
-        for record in payloads
-        if (entry := _deleted_entry(record)) is not None
-    ]
-
-
-class UnknownEvent(ValueError):
-    pass
+    return [(record.record_id, entry) for record in records if (entry := _deleted_entry(record)) is not None]
 
 
 class RenamedMeanwhile(RuntimeError):
@@ -68,37 +75,37 @@ class Fanout:
         self.active_for = timedelta(days=settings.active_days)
         self.batch_size = settings.fanout_batch_size
 
-    async def apply(self, kind: str, payload: dict[str, Any]) -> None:
-        match kind:
-            case EventKind.SLEEP_COMPLETED:
-                await self.sleep_completed(uuid.UUID(payload["record_id"]))
-            case EventKind.RECORD_DELETED:
-                await self.record_deleted(payload)
-            case EventKind.FOLLOWED | EventKind.UNFOLLOWED:
-                await self.follow_changed(
-                    uuid.UUID(payload["follower_id"]), uuid.UUID(payload["followed_id"])
-                )
-            case EventKind.NAME_CHANGED:
-                await self.name_changed(uuid.UUID(payload["user_id"]))
-            case EventKind.ACCOUNT_DELETED:
-                await self.forget_account(payload)
-            case EventKind.DELETED_ACCOUNT_FOLLOWERS:
-                await self.forget_author(payload)
-            case _:
-                raise UnknownEvent(f"unknown outbox event kind {kind!r}")
+    def subscribe(self, handlers: Handlers, *, now: Handler[InlineEvent] | None = None) -> None:
+        """Every kind of event changes some timeline. ``now`` applies the inline ones in the request that
+        caused them (see ``apply_now``); without it (a worker process) the outbox alone applies them."""
+        handlers.on(SleepCompleted, self.sleep_completed)
+        handlers.on(RecordDeleted, self.record_deleted, now=now)
+        handlers.on(Followed, self.follow_changed, now=now)
+        handlers.on(Unfollowed, self.follow_changed, now=now)
+        handlers.on(NameChanged, self.name_changed, now=now)
+        handlers.on(AccountDeleted, self.forget_account, now=now)
+        handlers.on(DeletedAccountFollowers, self.forget_author)
+        # Redis away: the events wait in the outbox, their attempts untouched, however long it lasts.
+        handlers.on_outage(*REDIS_UNAVAILABLE)
 
-    async def apply_now(self, kind: str, payload: dict[str, Any]) -> None:
+    async def apply_now(self, event: InlineEvent) -> None:
         """What must be true before the actor's response is sent. A deletion only needs its tombstones (they
         hide the records from every page); taking the entries out of every follower's timeline is left to
-        the outbox."""
-        if kind == EventKind.RECORD_DELETED:
-            await self.forget_record(payload)
-        elif kind == EventKind.ACCOUNT_DELETED:
-            await self.forget_account(payload)
-        else:
-            await self.apply(kind, payload)
+        the outbox. Anything else is applied whole."""
+        match event:
+            case RecordDeleted():
+                await self.forget_record(event)
+            case AccountDeleted():
+                await self.forget_account(event)
+            case FollowChanged():
+                await self.follow_changed(event)
+            case NameChanged():
+                await self.name_changed(event)
+            case _:
+                assert_never(event)
 
-    async def sleep_completed(self, record_id: uuid.UUID) -> None:
+    async def sleep_completed(self, event: SleepCompleted) -> None:
+        record_id = event.record_id
         now = utcnow()
         async with self.database.reader() as session:
             rows = await repository.window_records(session, now - WINDOW, record_id=record_id)
@@ -109,15 +116,15 @@ class Fanout:
                 return
             followers_count = author.followers_count
         record = rows[0]
-        await self.store.put_renderings([repository.rendering(record)])
+        await self.store.renderings.put([repository.rendering(record)])
         if followers_count > self.threshold:
             # Celebrity: readers merge this user's records at read time. Join the set (and move its version)
             # *before* skipping fanout, so no record is ever neither fanned out nor merged.
-            await self.store.celebrity_changed(author.id)
+            await self.store.celebrities.changed(author.id)
             return
-        if await self.store.is_celebrity(author.id):
+        if await self.store.celebrities.contains(author.id):
             if followers_count >= self.threshold * DOWNGRADE_RATIO:
-                await self.store.celebrity_changed(author.id)
+                await self.store.celebrities.changed(author.id)
                 return
             await self._backfill_former_celebrity(author.id, now)
             return
@@ -126,23 +133,25 @@ class Fanout:
     async def _backfill_former_celebrity(self, author_id: uuid.UUID, now: datetime) -> None:
         async with self.database.reader() as session:
             rows = await repository.window_records(session, now - WINDOW, authors=[author_id])
-        await self.store.put_renderings([repository.rendering(row) for row in rows])
+        await self.store.renderings.put([repository.rendering(row) for row in rows])
         entries = [repository.row_entry(row) for row in rows]
         await self._fan_out(author_id, entries, active_since=now - self.active_for)
-        await self.store.remove_celebrity(author_id)  # only once every follower has the records
+        await self.store.celebrities.remove(author_id)  # only once every follower has the records
 
-    async def forget_record(self, payload: dict[str, Any]) -> None:
-        if (entry := _deleted_entry(payload)) is not None:
-            await self.store.forget_records([(uuid.UUID(payload["record_id"]), entry[0])])
+    async def forget_record(self, event: RecordDeleted) -> None:
+        record = event.record
+        if (entry := _deleted_entry(record)) is not None:
+            await self.store.renderings.tombstone([(record.record_id, entry[0])])
 
-    async def record_deleted(self, payload: dict[str, Any]) -> None:
-        if (entry := _deleted_entry(payload)) is None:
+    async def record_deleted(self, event: RecordDeleted) -> None:
+        record = event.record
+        if (entry := _deleted_entry(record)) is None:
             return  # an open record was never in any timeline
-        await self.store.forget_records([(uuid.UUID(payload["record_id"]), entry[0])])
+        await self.store.renderings.tombstone([(record.record_id, entry[0])])
         # The tombstone already hides the record; this gives the memory back early.
-        await self._fan_out(uuid.UUID(payload["user_id"]), [entry], active_since=None, remove=True)
+        await self._fan_out(record.user_id, [entry], active_since=None, remove=True)
 
-    async def name_changed(self, user_id: uuid.UUID) -> None:
+    async def name_changed(self, event: NameChanged) -> None:
         """Render the author's records that a page can still reach again, with the name they have now.
 
         Tombstones are kept (a deleted record never comes back), and a rendering stored later from an older
@@ -150,45 +159,50 @@ class Fanout:
         renames: the one holding the older read may write last. So each one reads the name again after
         writing, and writes again if it has moved: the last handler to finish wrote the newest name.
         """
+        user_id = event.user_id
         for _ in range(RERENDER_ATTEMPTS):
             now = utcnow()
             async with self.database.reader() as session:
-                rows = await repository.window_records(session, now - keys.REACH, authors=[user_id])
+                rows = await repository.window_records(session, now - REACH, authors=[user_id])
             if not rows:
                 return  # nothing a page can show (or the account is gone)
-            await self.store.rerender([repository.rendering(row) for row in rows], now=now.timestamp())
+            await self.store.renderings.rerender(
+                [repository.rendering(row) for row in rows], now=now.timestamp()
+            )
             async with self.database.reader() as session:
                 current = await repository.author(session, user_id)
             if current is None or current == rows[0].author:
                 return  # gone since, or what was just written is the name as it is now
         raise RenamedMeanwhile(f"user {user_id} was renamed again while their records were re-rendered")
 
-    async def forget_account(self, payload: dict[str, Any]) -> None:
+    async def forget_account(self, event: AccountDeleted) -> None:
         """What a deleted account needs at once: tombstones for its records (every page skips them, celebrity
         merges included), its own timeline gone, and its place in the celebrity set (processes reload their
         snapshots of it)."""
-        user_id = uuid.UUID(payload["user_id"])
-        gone = _deleted_entries(payload["records"])
-        await self.store.forget_records((record_id, day) for record_id, (day, _) in gone)
+        user_id = event.user_id
+        gone = _deleted_entries(event.records)
+        await self.store.renderings.tombstone((record_id, day) for record_id, (day, _) in gone)
         now = utcnow()
-        await self.store.forget_reader(user_id, keys.bucket_days(now - keys.REACH, now))
-        if await self.store.is_celebrity(user_id):
-            await self.store.remove_celebrity(user_id)
+        await self.store.buckets.forget_reader(user_id, keys.bucket_days(now - REACH, now))
+        if await self.store.celebrities.contains(user_id):
+            await self.store.celebrities.remove(user_id)
 
-    async def forget_author(self, payload: dict[str, Any]) -> None:
+    async def forget_author(self, event: DeletedAccountFollowers) -> None:
         """A deleted account's entries leave the timelines of a batch of its former followers, which are
         marked to refuse that author for good (whatever a stale fanout or follow still writes). Followers
         since deleted, or inactive (their timelines are cold, rebuilt from SQL), are skipped. Pages are exact
         without this (the tombstones hide the entries): it gives the memory back, and guards."""
-        followers = [uuid.UUID(follower) for follower in payload["followers"]]
         async with self.database.reader() as session:
-            readers = await repository.active_among(session, followers, since=utcnow() - self.active_for)
-        entries = [entry for _, entry in _deleted_entries(payload["records"])]
-        await self.store.forget_author(readers, uuid.UUID(payload["user_id"]), entries)
+            readers = await repository.active_among(
+                session, event.followers, since=utcnow() - self.active_for
+            )
+        entries = [entry for _, entry in _deleted_entries(event.records)]
+        await self.store.buckets.forget_author(readers, event.user_id, entries)
 
-    async def follow_changed(self, follower_id: uuid.UUID, followed_id: uuid.UUID) -> None:
+    async def follow_changed(self, event: FollowChanged) -> None:
         """Merge the followee's week into the follower's timeline, or take it out: whichever the follow's
-        state is now, unless a newer change of the pair has been applied already."""
+        state is now (not what the event says), unless a newer change of the pair has been applied already."""
+        follower_id, followed_id = event.follower_id, event.followed_id
         since = utcnow() - WINDOW
         async with self.database.reader() as session:
             follow = await session.get(Follow, (follower_id, followed_id))
@@ -197,9 +211,9 @@ class Fanout:
             code = keys.follow_code(follow.version, follow.active)
             rows = await repository.window_records(session, since, authors=[followed_id])
         if follow.active:
-            await self.store.put_renderings([repository.rendering(row) for row in rows])
+            await self.store.renderings.put([repository.rendering(row) for row in rows])
         entries = [repository.row_entry(row) for row in rows]
-        await self.store.set_follow_state(follower_id, followed_id, code, entries)
+        await self.store.buckets.set_follow_state(follower_id, followed_id, code, entries)
 
     async def _fan_out(
         self,
@@ -222,9 +236,9 @@ class Fanout:
             if not batch:
                 return reached
             if remove:
-                await self.store.remove(batch, entries)
+                await self.store.buckets.remove(batch, entries)
             else:
-                await self.store.add(batch, author_id, entries)
+                await self.store.buckets.add(batch, author_id, entries)
                 metrics.fanned_out(len(batch) * len(entries))
             reached += len(batch)
             after = batch[-1]

@@ -1,4 +1,4 @@
-"""Key names and member encoding for the Redis timelines.
+"""Key names for the Redis timelines.
 
 A timeline is one sorted set per reader per UTC day of clock-in, ``gn:tl:{<reader>}:<yyyymmdd>``, expiring
 when every record in it has left the 7-day window: Redis frees the memory itself, no sweeper scans keys.
@@ -8,22 +8,22 @@ Beside the buckets, each reader has a follow-state hash ``gn:tf:{<reader>}`` (fo
 version applied, see ``follow_code``); each record in a timeline has its rendered feed item in
 ``gn:r<version>:<record>``.
 
-Members are 20 bytes: the duration (4 bytes, big-endian) then the record's UUID (16 bytes), all with score 0,
-so the set's lexicographic order is exactly the feed's ``(duration, id)`` order and a cursor is a ZRANGE
-BYLEX bound: an index seek, never an offset.
+A bucket's members are feed positions (``feed.position``), all with score 0, so the set's lexicographic order
+is exactly the feed's ``(duration, id)`` order and a cursor is a ZRANGE BYLEX bound: an index seek, never an
+offset. The window and everything derived from it here (expiry, follow-state lifetime) come from
+``feed.window``.
 """
 
 from __future__ import annotations
 
-import struct
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 
+from goodnight.feed.position import ID_OFFSET
+from goodnight.feed.window import WINDOW, WINDOW_DAYS
+
 PREFIX = "gn"
-WINDOW_DAYS = 7
-# How far back a page can reach: the window, pinned by a scroll's cursor up to a day older than now's.
-REACH = timedelta(days=WINDOW_DAYS + 1)
 # One hash tag for both, so they share a Cluster slot and can be deleted together.
 CELEBRITIES = f"{PREFIX}:{{celebs}}"
 # Present once the celebrity set has been (re)built from the database.
@@ -33,8 +33,6 @@ CELEBRITIES_READY = f"{PREFIX}:{{celebs}}:ready"
 CELEBRITIES_VERSION = f"{PREFIX}:{{celebs}}:v"
 # A follow state outlives every timeline entry a stale writer could still add for that pair.
 FOLLOW_STATE_TTL_SECONDS = (WINDOW_DAYS + 2) * 86400
-_DURATION = struct.Struct(">I")
-MEMBER_SIZE = _DURATION.size + 16
 
 
 def bucket_day(moment: datetime) -> date:
@@ -78,7 +76,7 @@ def rendering_key(record_id: uuid.UUID) -> str:
 
 def rendering_key_of(raw_member: bytes) -> str:
     """``rendering_key`` of a timeline member's record, without building a UUID."""
-    return f"{RENDERING_PREFIX}{raw_member[_DURATION.size :].hex()}"
+    return f"{RENDERING_PREFIX}{raw_member[ID_OFFSET:].hex()}"
 
 
 def follow_code(version: int, active: bool) -> int:
@@ -102,15 +100,6 @@ def bucket_days(since: datetime, now: datetime) -> list[date]:
 
 
 def expire_at(day: date) -> int:
-    """A record clocked in on ``day`` leaves the window by the start of day + 8 at the latest."""
-    return int(datetime.combine(day + timedelta(days=WINDOW_DAYS + 1), time(), tzinfo=UTC).timestamp())
-
-
-def member(duration: int, record_id: uuid.UUID) -> bytes:
-    return _DURATION.pack(duration) + record_id.bytes
-
-
-def parse_member(raw: bytes) -> tuple[int, uuid.UUID]:
-    if len(raw) != MEMBER_SIZE:
-        raise ValueError(f"not a timeline member: {raw!r}")
-    return _DURATION.unpack_from(raw)[0], uuid.UUID(bytes=raw[_DURATION.size :])
+    """A record clocked in on ``day`` leaves the window by the start of day + 8 at the latest (the window,
+    counted from the day's last moment)."""
+    return int(datetime.combine(day + WINDOW + timedelta(days=1), time(), tzinfo=UTC).timestamp())

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 from goodnight.db import is_database_unavailable
 from goodnight.kit.background import QUIET_SECONDS, BackgroundFailures
-from goodnight.timeline.redis_client import REDIS_UNAVAILABLE
+from goodnight.redis_client import REDIS_UNAVAILABLE
 
 
 class DatabaseAway(Exception):

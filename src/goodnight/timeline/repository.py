@@ -10,15 +10,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goodnight.feed.position import encode_position
 from goodnight.feed.render import stored_rendering
 from goodnight.feed.repository import Author, FeedRow
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.timeline import keys
-from goodnight.timeline.store import AuthoredEntry, Entry, Rendering
+from goodnight.timeline.buckets import AuthoredEntry, Entry
+from goodnight.timeline.renderings import Rendering
 
 
 def entry(record_id: uuid.UUID, duration: int, clocked_in_at: datetime) -> Entry:
-    return keys.bucket_day(clocked_in_at), keys.member(duration, record_id)
+    return keys.bucket_day(clocked_in_at), encode_position(duration, record_id)
 
 
 def row_entry(row: FeedRow) -> Entry:

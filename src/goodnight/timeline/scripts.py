@@ -1,10 +1,24 @@
-"""The Lua scripts of the Redis timelines (see ``store``, which runs them).
+"""The Lua scripts of the Redis timelines, and their registration on a client.
 
 Each runs atomically and touches one reader's keys only (they share a hash tag, hence a Cluster slot), or
 one key.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+
+from goodnight.redis_client import RedisClient
+
+# One call of a script: its keys, then its arguments.
+Call = tuple[list[Any], list[Any]]
+CLUSTER_CONCURRENCY = 64
 
 # KEYS[1] = marker, KEYS[2] = the key that must still exist; one reader's keys share a slot (Cluster-safe).
 # ARGV: seen, ttl, and the first follow version of a new marker ('' to leave the version alone).
@@ -85,3 +99,37 @@ if redis.call('GET', KEYS[1]) == '' then return 0 end
 redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2])
 return 1
 """
+
+
+class Scripts:
+    """The scripts above, registered on one client, and a way to run many calls of one in a round trip."""
+
+    def __init__(self, redis: RedisClient) -> None:
+        self.redis = redis
+        self.mark_if_exists = redis.register_script(MARK_IF_EXISTS)
+        self.read = redis.register_script(READ)
+        self.add_entries = redis.register_script(ADD_ENTRIES)
+        self.set_follow_state = redis.register_script(SET_FOLLOW_STATE)
+        self.rerender = redis.register_script(RERENDER)
+
+    async def run_many(self, script: AsyncScript, calls: Sequence[Call]) -> None:
+        """Many calls of one script in one round trip; after a restart emptied Redis's script cache, load
+        the script and run them all again (every script here is idempotent)."""
+        if isinstance(self.redis, RedisCluster):
+            # redis-py's Cluster pipelines refuse scripts: concurrent calls, each routed to its node.
+            for at in range(0, len(calls), CLUSTER_CONCURRENCY):
+                chunk = calls[at : at + CLUSTER_CONCURRENCY]
+                await asyncio.gather(*(script(keys=ks, args=args) for ks, args in chunk))
+            return
+        for _ in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for call_keys, call_args in calls:
+                pipe.evalsha(script.sha, len(call_keys), *call_keys, *call_args)
+            results = await pipe.execute(raise_on_error=False)
+            if not any(isinstance(result, NoScriptError) for result in results):
+                for result in results:
+                    if isinstance(result, Exception):
+                        raise result
+                return
+            await self.redis.script_load(script.script)
+        raise NoScriptError("the script cache keeps losing the timeline scripts")

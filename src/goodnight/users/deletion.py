@@ -26,14 +26,14 @@ from goodnight.auth.passwords import Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.db import Database
 from goodnight.errors import ServiceUnavailable, Unauthorized, retry_after
-from goodnight.jobs.events import Events
-from goodnight.jobs.outbox import EventKind
+from goodnight.feed.window import REACH
+from goodnight.jobs.events import AccountDeleted, DeletedAccountFollowers
+from goodnight.jobs.publish import Events
 from goodnight.kit.clock import utcnow
 from goodnight.models import SleepRecord
 from goodnight.sleep import repository as records
 from goodnight.sleep.service import deleted_record
 from goodnight.socials import repository as follows
-from goodnight.timeline.keys import REACH
 from goodnight.users import repository as users
 from goodnight.users.password import PasswordChangedMeanwhile, verified_hash
 
@@ -106,8 +106,8 @@ async def _publish(
     gone: list[SleepRecord],
     followers: list[uuid.UUID],
 ) -> None:
-    account = {"user_id": str(user_id), "records": [deleted_record(record) for record in gone]}
-    await events.publish(session, EventKind.ACCOUNT_DELETED, account, apply_now=True)
+    records = tuple(deleted_record(record) for record in gone)
+    await events.publish(session, AccountDeleted(user_id, records), apply_now=True)
     for at in range(0, len(followers), FOLLOWERS_PER_EVENT):
-        batch = [str(follower) for follower in followers[at : at + FOLLOWERS_PER_EVENT]]
-        await events.publish(session, EventKind.DELETED_ACCOUNT_FOLLOWERS, {**account, "followers": batch})
+        batch = tuple(followers[at : at + FOLLOWERS_PER_EVENT])
+        await events.publish(session, DeletedAccountFollowers(user_id, records, batch))

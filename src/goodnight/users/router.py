@@ -2,22 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
-from goodnight.deps import (
-    AUTHENTICATED,
-    CurrentUserId,
-    EventsDep,
-    ServicesDep,
-    SessionDep,
-    WriteSessionDep,
-)
+from goodnight.deps import AUTHENTICATED, CurrentUserId, SessionDep, WriteSessionDep, services_of
 from goodnight.errors import error_responses
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor
 from goodnight.models import User
+from goodnight.models.user import USERNAME_PREFIX_PATTERN
 from goodnight.users import deletion, password, search, service
 from goodnight.users.schemas import (
-    USERNAME_PREFIX_PATTERN,
     AccountDeletion,
     PasswordChange,
     PeoplePage,
@@ -44,9 +37,9 @@ NamePrefix = Annotated[
 @public_router.post(
     "", status_code=status.HTTP_201_CREATED, response_model=UserOut, responses=error_responses(409, 413)
 )
-async def register(data: UserCreate, session: WriteSessionDep, services: ServicesDep) -> User:
+async def register(data: UserCreate, session: WriteSessionDep, request: Request) -> User:
     """Create an account. Usernames are unique regardless of letter case."""
-    return await service.register(session, services.passwords, data)
+    return await service.register(session, services_of(request).passwords, data)
 
 
 @router.get("", response_model=PeoplePage, responses=error_responses(401))
@@ -72,10 +65,10 @@ async def me(session: SessionDep, user_id: CurrentUserId) -> User:
 
 @router.patch("/me", response_model=UserOut, responses=error_responses(401, 413))
 async def update_me(
-    data: ProfileUpdate, session: WriteSessionDep, events: EventsDep, user_id: CurrentUserId
+    data: ProfileUpdate, session: WriteSessionDep, request: Request, user_id: CurrentUserId
 ) -> User:
     """Change your name (`null` clears it). Your followers' feeds show the new one from their next page."""
-    return await service.rename(session, events, user_id, data.name)
+    return await service.rename(session, services_of(request).events, user_id, data.name)
 
 
 @router.delete(
@@ -85,11 +78,12 @@ async def update_me(
     responses=error_responses(401, 409, 413),
 )
 async def delete_me(
-    data: AccountDeletion, session: WriteSessionDep, services: ServicesDep, user_id: CurrentUserId
+    data: AccountDeletion, session: WriteSessionDep, request: Request, user_id: CurrentUserId
 ) -> Response:
     """Delete your account, confirmed with your password: you, your sleep records and your follows both
     ways. Your records leave your followers' feeds at once, your tokens are refused by every server within a
     second, and your username is free for anyone to register."""
+    services = services_of(request)
     await deletion.delete_account(
         services.database,
         session,
@@ -109,10 +103,11 @@ async def delete_me(
     responses=error_responses(401, 409),
 )
 async def change_password(
-    data: PasswordChange, session: WriteSessionDep, services: ServicesDep, user_id: CurrentUserId
+    data: PasswordChange, session: WriteSessionDep, request: Request, user_id: CurrentUserId
 ) -> Response:
     """Change your password. Every token issued before the change, this request's included, is refused
     by every server within a second; log in again with the new password."""
+    services = services_of(request)
     await password.change_password(
         services.database,
         session,

@@ -7,10 +7,7 @@ from pydantic import BaseModel, Field
 
 from goodnight.kit.schema import Schema, Timestamp
 from goodnight.kit.text import DisplayText, UnicodeText
-
-USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,30}$"
-# What a search may ask for: any start of a name that could exist.
-USERNAME_PREFIX_PATTERN = r"^[A-Za-z0-9_]{1,30}$"
+from goodnight.models.user import USERNAME_PATTERN
 
 NewPassword = Annotated[UnicodeText, Field(min_length=8, max_length=128)]
 # Loose, as at login: a long or odd attempt is simply a wrong password.

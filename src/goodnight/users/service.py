@@ -7,8 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.auth.passwords import Passwords
 from goodnight.errors import Conflict, NotFound, Unauthorized
-from goodnight.jobs.events import Events
-from goodnight.jobs.outbox import EventKind
+from goodnight.jobs.events import NameChanged
+from goodnight.jobs.publish import Events
 from goodnight.kit.ids import parse_id
 from goodnight.models import User
 from goodnight.users import repository
@@ -66,5 +66,5 @@ async def rename(session: AsyncSession, events: Events, user_id: uuid.UUID, name
     if user.name != name:
         user.name = name
         await session.flush()
-        await events.publish(session, EventKind.NAME_CHANGED, {"user_id": str(user_id)}, apply_now=True)
+        await events.publish(session, NameChanged(user_id), apply_now=True)
     return user
