@@ -18,8 +18,8 @@ from goodnight.db import Database
 from goodnight.jobs.worker import Worker
 from goodnight.kit.clock import utcnow
 from goodnight.observability.sampler import Sampler
-from goodnight.timeline.catch_up import CatchUp
 from goodnight.redis_client import Breaker
+from goodnight.timeline.catch_up import CatchUp
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running, timeline_of, timeline_settings
