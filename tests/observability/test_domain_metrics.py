@@ -89,7 +89,7 @@ async def test_feed_pages_by_source_and_reason(app: FastAPI, http: httpx.AsyncCl
     assert pages(before, middle, "sql", "cold") >= 2
     assert (await api.feed(reader)).json()["data"]
     assert (await api.feed(reader, start_index=1)).status_code == 200
-    timeline.reader.redis_failed()
+    timeline.reader.gate.redis_failed()
     await api.feed(reader)
     timeline.reader.gate.breaker = Breaker()
     after = await scrape(http)
@@ -104,7 +104,7 @@ async def test_a_lagging_outbox_sends_pages_to_sql(app: FastAPI, http: httpx.Asy
     database = app.state.services.database
     old = utcnow() - timedelta(minutes=10)
     await insert_events(database, [{"kind": "sleep_completed", "payload": {}, "created_at": old}])
-    timeline.reader.catch_up = CatchUp(database, max_lag_seconds=1.0)  # checks again at once
+    timeline.reader.gate.catch_up = CatchUp(database, max_lag_seconds=1.0)  # checks again at once
     before = await scrape(http)
     await api.feed(reader)
     assert pages(before, await scrape(http), "sql", "lagging") == 1
@@ -177,7 +177,7 @@ async def test_outbox_pool_and_breaker_gauges_are_sampled(app: FastAPI, http: ht
         breaker_open=lambda: not timeline.reader.gate.breaker.allows(),
         outbox_every=0,
     )
-    timeline.reader.redis_failed()
+    timeline.reader.gate.redis_failed()
     async with services.database.reader() as session:
         await session.connection()  # one connection checked out while sampling
         await sampler.sample()

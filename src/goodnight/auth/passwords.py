@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -34,10 +35,8 @@ T = TypeVar("T")
 # Hashing threads run at a lower CPU priority than the event loop: during a login flood every other request
 # keeps its latency, and the logins (a few a day per person) are the ones that wait.
 HASHING_NICENESS = 10
-# Logins queued per slot, beyond which one is refused at once. A hash takes ~0.2 s, so a slot works through
-# about this many within the default wait: a longer queue would only hold requests (and in-flight places,
-# which signed-in reads need) until their wait ran out, to refuse them then.
-QUEUED_PER_SLOT = 8
+# How much of the latest hash time counts in the running estimate (an exponential moving average).
+HASH_TIME_WEIGHT = 0.2
 
 
 def _yield_the_cpu() -> None:
@@ -55,13 +54,23 @@ class Passwords:
         slots = settings.resolved_hash_concurrency()
         self._gate = anyio.Semaphore(slots, fast_acquire=True)
         self._wait_seconds = settings.hash_wait_seconds
-        self._max_waiting = slots * QUEUED_PER_SLOT
+        self._slots = slots
         self._waiting = 0
         # As many threads as slots: even a hash whose request was cancelled, and so gave its slot back, only
         # queues here, so no more than ``slots`` hashes ever hold their memory at once.
         threads = ThreadPoolExecutor(slots, thread_name_prefix="argon2", initializer=_yield_the_cpu)
         # Checked against when the username does not exist, so a miss costs what a wrong password costs.
-        self._slot = HashSlot(self._hasher, threads, self._hasher.hash("goodnight-decoy-password"))
+        started = time.perf_counter()
+        decoy = self._hasher.hash("goodnight-decoy-password")
+        self.hash_time = HashTime(time.perf_counter() - started)
+        self._slot = HashSlot(self._hasher, threads, decoy, self.hash_time)
+
+    def queue_is_full(self) -> bool:
+        """Whether a request queueing now would time out anyway: the slots work through about
+        ``slots * wait / hash time`` requests within the wait, and a longer queue would only hold requests
+        (and in-flight places, which signed-in reads need) until their wait ran out, to refuse them then."""
+        capacity = self._slots * self._wait_seconds / self.hash_time.seconds
+        return self._gate.value == 0 and self._waiting >= capacity
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[HashSlot]:
@@ -70,7 +79,7 @@ class Passwords:
         A login takes its slot before it reads the user, so a refused login has cost no query either. One that
         finds the queue full is refused at once.
         """
-        if self._gate.value == 0 and self._waiting >= self._max_waiting:
+        if self.queue_is_full():
             raise Overloaded(headers=retry_after(self._wait_seconds))
         self._waiting += 1
         try:
@@ -95,6 +104,16 @@ class Passwords:
             return await slot.verify(password_hash, password)
 
 
+@dataclass
+class HashTime:
+    """How long one hash takes here and now (it grows when the CPUs are shared), from the hashes run."""
+
+    seconds: float
+
+    def record(self, seconds: float) -> None:
+        self.seconds += HASH_TIME_WEIGHT * (seconds - self.seconds)
+
+
 @dataclass(frozen=True)
 class HashSlot:
     """Hashing for whoever holds a slot (see ``Passwords.slot``); use it only inside that block."""
@@ -102,6 +121,7 @@ class HashSlot:
     _hasher: PasswordHasher
     _threads: ThreadPoolExecutor
     _decoy_hash: str
+    hash_time: HashTime
 
     async def hash(self, password: str) -> str:
         return await self._in_thread(self._hasher.hash, password)
@@ -119,4 +139,8 @@ class HashSlot:
         return password_hash is not None
 
     async def _in_thread(self, work: Callable[..., T], *args: str | None) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
+        finally:
+            self.hash_time.record(time.perf_counter() - started)
