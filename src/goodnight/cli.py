@@ -57,7 +57,7 @@ def serve(
     protocol = f"{GuardedHttpToolsProtocol.__module__}:{GuardedHttpToolsProtocol.__qualname__}"
     use_private_directory(workers if settings.metrics else 1)  # before the workers start: they inherit it
     uvicorn.run(
-        "goodnight.main:create_app",
+        "goodnight.main:create_served_app",
         factory=True,
         host=host,
         port=port,

@@ -25,6 +25,7 @@ from goodnight.errors import install_error_handlers
 from goodnight.feed.router import router as feed_router
 from goodnight.jobs.handlers import Handlers
 from goodnight.jobs.runtime import Jobs
+from goodnight.kit.gc_tuning import freeze_after_start_up
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
 from goodnight.observability.lifecycle import ProcessMetrics
@@ -103,7 +104,16 @@ async def outbox_consumers(settings: Settings, database: Database, handlers: Han
         await timeline.close()
 
 
-def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> FastAPI:
+def create_served_app() -> FastAPI:
+    """The app as ``goodnight serve`` runs it in each worker: its start-up objects are frozen out of the
+    garbage collector's way once it is ready (see ``kit.gc_tuning``; not for apps built in tests, which come
+    and go within one process)."""
+    return create_app(serving=True)
+
+
+def create_app(
+    settings: Settings | None = None, *, tracing: Tracing | None = None, serving: bool = False
+) -> FastAPI:
     """The app. ``tracing`` defaults to what the ``OTEL_*`` variables ask for (nothing when unset)."""
     settings = settings or get_settings()
     owns_tracing = tracing is None
@@ -125,6 +135,8 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         metrics = ProcessMetrics.start(
             settings, services.database, outbox=timeline is not None, breaker_open=feed_breaker_open(timeline)
         )
+        if serving:
+            freeze_after_start_up()
         try:
             yield
         finally:
