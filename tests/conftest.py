@@ -33,6 +33,15 @@ async def app(database: TestDatabase) -> AsyncIterator[FastAPI]:
         yield application
 
 
+@pytest_asyncio.fixture(scope="module")
+async def sqlite() -> AsyncIterator[TestDatabase]:
+    """A SQLite database of the module's own, for tests that build apps with settings of their own and need
+    one backend only (what they check never depends on the database)."""
+    created = await create_database("sqlite")
+    yield created
+    await created.drop()
+
+
 @pytest_asyncio.fixture
 async def empty_postgres() -> AsyncIterator[TestDatabase]:
     """A new PostgreSQL database without a schema, for a real ``goodnight serve`` to migrate."""

@@ -23,7 +23,7 @@ from goodnight.timeline.catch_up import CatchUp
 from goodnight.timeline.runtime import Timeline
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running, timeline_of, timeline_settings
-from tests.support.databases import TestDatabase, create_database, settings_for, truncate
+from tests.support.databases import TestDatabase, settings_for, truncate
 from tests.support.logs import app_logs
 from tests.support.metrics import Samples, scrape
 from tests.support.outbox import insert_events
@@ -34,13 +34,6 @@ from tests.support.times import ago, iso
 
 PAGES = "goodnight_feed_pages_total"
 PROCESSED = "goodnight_outbox_processed_total"
-
-
-@pytest_asyncio.fixture(scope="module")
-async def sqlite() -> AsyncIterator[TestDatabase]:
-    created = await create_database("sqlite")
-    yield created
-    await created.drop()
 
 
 @pytest_asyncio.fixture(scope="module")

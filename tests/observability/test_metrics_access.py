@@ -3,16 +3,13 @@ never in the OpenAPI document, absent when metrics are off, and a weak token sto
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
-import pytest_asyncio
 
 from goodnight.config import ConfigurationError
 from goodnight.main import create_app
 from tests.support.apps import running
-from tests.support.databases import TestDatabase, create_database, settings_for
+from tests.support.databases import TestDatabase, settings_for
 from tests.support.envelope import assert_error
 from tests.support.metrics import METRICS_URL
 from tests.support.rate_limits import assert_no_limit_headers, assert_rate_limited, client_from, limited_app
@@ -20,13 +17,6 @@ from tests.support.rate_limits import assert_no_limit_headers, assert_rate_limit
 TOKEN = "metrics-token-0123456789-abcdefghijklmnopqrstuvwxyz"
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 REMOTE = "203.0.113.7"
-
-
-@pytest_asyncio.fixture(scope="module")
-async def sqlite() -> AsyncIterator[TestDatabase]:
-    created = await create_database("sqlite")
-    yield created
-    await created.drop()
 
 
 async def get_metrics(

@@ -9,13 +9,12 @@ import itertools
 import math
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import pytest_asyncio
 import redis
 from fastapi import FastAPI
 from limits import parse
@@ -25,7 +24,7 @@ from goodnight.config import ConfigurationError, Settings
 from goodnight.ratelimit.client_ip import ClientAddress, parse_networks
 from goodnight.ratelimit.windows import KEY_PREFIX, RedisWindows
 from tests.support.api import PASSWORD, Api, Member
-from tests.support.databases import TestDatabase, create_database, settings_for
+from tests.support.databases import TestDatabase, settings_for
 from tests.support.envelope import assert_error
 from tests.support.logs import app_logs
 from tests.support.processes import clean_env, run_cli, serving
@@ -51,14 +50,6 @@ _names = itertools.count(1)
 
 def unique_name(prefix: str = "rl") -> str:
     return f"{prefix}{next(_names)}_{time.monotonic_ns() % 1_000_000}"
-
-
-@pytest_asyncio.fixture(scope="module")
-async def sqlite() -> AsyncIterator[TestDatabase]:
-    # Limits never touch the database: one backend is enough.
-    created = await create_database("sqlite")
-    yield created
-    await created.drop()
 
 
 @pytest.fixture(scope="module")
