@@ -27,13 +27,13 @@ from goodnight.auth.passwords import Passwords
 from goodnight.auth.revocation_feed import RevocationFeed
 from goodnight.auth.tokens import TokenClaims, Tokens
 from goodnight.config import Settings
-from goodnight.db import Database, ReadRouting, after_commit, session_scope
+from goodnight.db import Database, after_commit, session_scope
 from goodnight.errors import GoodnightError, Unauthorized
 from goodnight.feed.pages import FastFeed
 from goodnight.jobs.publish import Events
 from goodnight.jobs.runtime import Jobs
 from goodnight.ratelimit.limiter import RateLimiter
-from goodnight.replicas.pool import ReplicaSet
+from goodnight.replicas.routing import ReadRouting
 from goodnight.timeline.runtime import Timeline
 
 
@@ -51,7 +51,7 @@ class Services:
     # Pages faster than SQL's, when configured (the Redis timelines' reader); None: SQL answers every page.
     fast_feed: FastFeed | None = None
     timeline: Timeline | None = None
-    replicas: ReplicaSet | None = None
+    read_routing: ReadRouting | None = None  # reads sent to replicas, when any are configured
 
     @property
     def events(self) -> Events:
@@ -71,15 +71,15 @@ def services_of(request: Request) -> Services:
 async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
     services = services_of(request)
     database = services.database
-    reader = _signed_in_user(request, services) if database.routing is not None else None
+    reader = _signed_in_user(request, services) if services.read_routing is not None else None
     async with session_scope(lambda: database.read_session(reader)) as session:
         yield session
 
 
 async def _write_session(request: Request) -> AsyncIterator[AsyncSession]:
-    database = services_of(request).database
-    routing = database.routing
-    async with session_scope(database.writer) as session:
+    services = services_of(request)
+    routing = services.read_routing
+    async with session_scope(services.database.writer) as session:
         if routing is not None:
             after_commit(session, partial(_remember_the_write, routing, request))
         yield session

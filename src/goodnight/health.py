@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from goodnight.deps import Services, services_of
+from goodnight.deps import services_of
 from goodnight.errors import GoodnightError, error_responses
 from goodnight.jobs import outbox
 from goodnight.redis_client import REDIS_ERRORS
@@ -88,19 +88,16 @@ async def ready(request: Request) -> Readiness:
     readiness = Readiness(
         status="degraded" if redis == "down" else "ok", database=database, redis=redis, outbox=backlog
     )
-    if services.replicas is not None:  # the field is left out (unset) without replicas, as before them
-        readiness.read_replicas = _read_replicas(services)
+    if services.read_routing is not None:  # left out (unset) without replicas, as before them
+        readiness.read_replicas = _read_replicas(services.read_routing)
     return readiness
 
 
-def _read_replicas(services: Services) -> ReadReplicas | None:
-    routing = services.database.routing
-    if services.replicas is None or not isinstance(routing, ReadRouting):
-        return None
+def _read_replicas(routing: ReadRouting) -> ReadReplicas:
     return ReadReplicas(
         replicas=[
             ReplicaHealth(name=replica.name, status=replica.status, lag_seconds=replica.lag_seconds)
-            for replica in services.replicas.replicas
+            for replica in routing.replicas.replicas
         ],
         reads_from_primary=routing.reads["primary"],
         reads_from_replicas=routing.reads["replica"],

@@ -74,12 +74,12 @@ def build_services(settings: Settings) -> Services:
         jobs=Jobs(database, settings, handlers, embedded=settings.embedded_worker),
         fast_feed=timeline.reader if timeline is not None else None,
         timeline=timeline,
-        replicas=_read_replicas(settings, database, timeline),
+        read_routing=_read_routing(settings, database, timeline),
     )
 
 
-def _read_replicas(settings: Settings, database: Database, timeline: Timeline | None) -> ReplicaSet | None:
-    """The replicas, with the database routing reads to them; None when none are configured."""
+def _read_routing(settings: Settings, database: Database, timeline: Timeline | None) -> ReadRouting | None:
+    """Reads routed to the replicas, plugged into the database; None when no replica is configured."""
     if not settings.replica_url_list:
         return None
     replicas = ReplicaSet(settings, database.engine)
@@ -87,7 +87,7 @@ def _read_replicas(settings: Settings, database: Database, timeline: Timeline | 
     redis = timeline.redis if timeline is not None else None
     positions = WritePositions(redis, ttl_seconds=replicas.max_lag + 4 * SAMPLE_SECONDS)
     database.routing = ReadRouting(database, replicas, positions)
-    return replicas
+    return database.routing
 
 
 @asynccontextmanager
@@ -128,8 +128,8 @@ def create_app(
             _trace_services(tracing, services)
         # Before serving: a process must know every revocation in force before it accepts a token.
         await services.revocations.start()
-        if services.replicas is not None:
-            services.replicas.start()
+        if services.read_routing is not None:
+            services.read_routing.replicas.start()
         services.jobs.start()
         timeline = services.timeline
         metrics = ProcessMetrics.start(
@@ -146,8 +146,8 @@ def create_app(
                 await services.timeline.close()
             await services.revocations.close()
             await services.rate_limiter.close()
-            if services.replicas is not None:
-                await services.replicas.close()
+            if services.read_routing is not None:
+                await services.read_routing.replicas.close()
             await services.database.dispose()
             if tracing is not None:
                 # Export what is buffered before the process exits; a tracing handed in is its caller's.
@@ -199,7 +199,7 @@ def _probe_paths() -> list[str]:
 
 def _trace_services(tracing: Tracing, services: Services) -> None:
     tracing.instrument_engine(services.database.engine)
-    for replica in services.replicas.replicas if services.replicas is not None else []:
+    for replica in services.read_routing.replicas.replicas if services.read_routing is not None else []:
         tracing.instrument_engine(replica.engine)
     tracing.instrument_redis()
     services.jobs.worker.tracer = tracing.tracer

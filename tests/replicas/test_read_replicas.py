@@ -19,7 +19,6 @@ import pytest
 import pytest_asyncio
 from fastapi import FastAPI
 
-from goodnight.db import Database
 from goodnight.migrate import upgrade_to_head
 from goodnight.replicas.pool import ReplicaSet
 from goodnight.replicas.routing import ReadRouting
@@ -82,15 +81,13 @@ async def paused(replica: PostgresServer) -> AsyncIterator[None]:
 
 
 def routing_of(app: FastAPI) -> ReadRouting:
-    database: Database = app.state.services.database
-    assert isinstance(database.routing, ReadRouting), "the app was built without replicas"
-    return database.routing
+    routing: ReadRouting | None = app.state.services.read_routing
+    assert routing is not None, "the app was built without replicas"
+    return routing
 
 
 def replicas_of(app: FastAPI) -> ReplicaSet:
-    replicas: ReplicaSet | None = app.state.services.replicas
-    assert replicas is not None
-    return replicas
+    return routing_of(app).replicas
 
 
 async def caught_up(primary: PostgresServer, app: FastAPI) -> None:
