@@ -22,7 +22,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from goodnight.config import Settings
-from goodnight.db import create_engine, is_database_unavailable
+from goodnight.db import create_engine, is_database_unavailable, read_sessions
 from goodnight.kit.background import BackgroundFailures
 from goodnight.observability import metrics
 
@@ -150,5 +150,5 @@ def _replica(url: str, settings: Settings) -> Replica:
     return Replica(
         name=f"{parsed.host}:{parsed.port or 5432}",
         engine=engine,
-        sessions=async_sessionmaker(engine, expire_on_commit=False, autoflush=False),
+        sessions=read_sessions(engine),
     )

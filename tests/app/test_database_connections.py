@@ -1,0 +1,157 @@
+"""PostgreSQL connections: reads send one statement each, and a connection the server dropped is replaced
+before any request uses it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+from fastapi import FastAPI
+
+from goodnight import db
+from goodnight.db import Database
+from tests.support.api import Api, Member
+from tests.support.apps import client_for, running
+from tests.support.databases import TestDatabase, create_database, settings_for
+from tests.support.statements import statements
+
+
+@pytest_asyncio.fixture(scope="module")
+async def postgres_database() -> AsyncIterator[TestDatabase]:
+    created = await create_database("postgresql")
+    yield created
+    await created.drop()
+
+
+@pytest_asyncio.fixture
+async def app(postgres_database: TestDatabase) -> AsyncIterator[FastAPI]:
+    async with running(settings_for(postgres_database.url)) as application:
+        yield application
+
+
+def database_of(app: FastAPI) -> Database:
+    found: Database = app.state.services.database
+    return found
+
+
+@contextmanager
+def sent_by_driver(database: Database) -> Iterator[list[str]]:
+    """The unprepared queries asyncpg sends on the connections the pool opens from now on: transaction
+    control and pings, which SQLAlchemy's own events do not see."""
+    sent: list[str] = []
+
+    def log(record: Any) -> None:
+        sent.append(record.query.strip())
+
+    def attach(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.driver_connection.add_query_logger(log)
+
+    sync_engine = database.engine.sync_engine
+    sa.event.listen(sync_engine, "connect", attach)
+    try:
+        yield sent
+    finally:
+        sa.event.remove(sync_engine, "connect", attach)
+
+
+async def terminate_connections(app: FastAPI) -> int:
+    """What an administrator's ``pg_terminate_backend`` (or a server restart) does to the app's pool."""
+    database = database_of(app)
+    name = database.engine.url.database
+    admin = sa.ext.asyncio.create_async_engine(database.engine.url.set(database="postgres"))
+    try:
+        async with admin.connect() as connection:
+            query = sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"
+            )
+            return int(await connection.scalar(query, {"name": name}) or 0)
+    finally:
+        await admin.dispose()
+
+
+async def profile_reads(api: Api, member: Member, count: int) -> list[int]:
+    return [(await api.client.get("/users/me", headers=member.headers)).status_code for _ in range(count)]
+
+
+async def test_a_read_sends_its_query_and_nothing_else(app: FastAPI) -> None:
+    database = database_of(app)
+    await database.engine.dispose()  # connections opened from here on carry the query logger
+    with sent_by_driver(database) as unprepared, statements(database.engine) as queries:
+        async with client_for(app) as client:
+            api = Api(client)
+            member = await api.register()
+            assert "BEGIN;" in unprepared, "the logger does not see transaction control"
+            unprepared.clear()
+            queries.clear()
+            assert await profile_reads(api, member, 10) == [200] * 10
+    # One SELECT per read, with no BEGIN/COMMIT around it and no ping (BEGIN, an empty query, ROLLBACK)
+    # before it.
+    assert len(queries) == 10, queries
+    assert unprepared == []
+
+
+async def test_an_idle_connection_is_pinged_before_use(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
+    database = database_of(app)
+    await database.engine.dispose()
+    with sent_by_driver(database) as unprepared:
+        async with client_for(app) as client:
+            api = Api(client)
+            member = await api.register()
+            monkeypatch.setattr(db, "IDLE_PING_SECONDS", -1.0)  # every pooled connection counts as idle
+            unprepared.clear()
+            assert await profile_reads(api, member, 1) == [200]
+    assert ";" in unprepared, unprepared
+
+
+async def test_connections_the_server_closed_are_replaced_without_a_failed_request(app: FastAPI) -> None:
+    async with client_for(app) as client:
+        api = Api(client)
+        member = await api.register()
+        assert await profile_reads(api, member, 3) == [200] * 3
+        assert await terminate_connections(app) >= 1
+        assert await profile_reads(api, member, 10) == [200] * 10
+
+
+async def test_a_connection_idle_too_long_is_pinged_and_replaced_when_the_ping_fails(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = database_of(app)
+    dialect = database.engine.dialect
+    pings: list[object] = []
+
+    real_ping = dialect.do_ping
+
+    def ping_failing_once(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        if len(pings) == 1:
+            raise ConnectionResetError("the connection was dropped while idle")
+        return real_ping(dbapi_connection)
+
+    async with client_for(app) as client:
+        api = Api(client)
+        member = await api.register()
+        assert await profile_reads(api, member, 3) == [200] * 3
+        monkeypatch.setattr(db, "IDLE_PING_SECONDS", -1.0)  # every pooled connection counts as idle
+        monkeypatch.setattr(dialect, "do_ping", ping_failing_once)
+        opened: list[object] = []
+        sa.event.listen(database.engine.sync_engine, "connect", lambda conn, _record: opened.append(conn))
+        assert await profile_reads(api, member, 1) == [200]
+    assert pings, "the idle connection was not pinged"
+    assert opened, "the connection that failed its ping was not replaced"
+
+
+async def test_a_connection_in_steady_use_is_not_pinged(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pings: list[object] = []
+    monkeypatch.setattr(database_of(app).engine.dialect, "do_ping", pings.append)
+    async with client_for(app) as client:
+        api = Api(client)
+        member = await api.register()
+        assert await profile_reads(api, member, 5) == [200] * 5
+    assert pings == []
