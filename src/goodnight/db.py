@@ -14,7 +14,13 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase
 
 from goodnight.config import Settings
@@ -162,16 +168,22 @@ def is_database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+# What a read query runs on: a request's session, or a fast lane's bare connection.
+Reads = AsyncSession | AsyncConnection
+
+
 class ReadRouting(Protocol):
     """Where reads go when read replicas are configured (``goodnight.replicas``)."""
 
     def session(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncSession]: ...
 
+    def connection(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
     async def wrote(self, user_id: uuid.UUID) -> None: ...
 
 
-def read_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for reads: on PostgreSQL, without a transaction around them.
+def read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` as reads use it: on PostgreSQL, without a transaction around them.
 
     A read-only unit of work gains nothing from BEGIN and COMMIT at READ COMMITTED, where every statement
     takes its own snapshot anyway, and they are two of the three round trips of a one-row read. asyncpg
@@ -179,8 +191,12 @@ def read_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     SQLite's snapshot does span a transaction, so both keep theirs.
     """
     if engine.dialect.name == "postgresql":
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine
+
+
+def read_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(read_engine(engine), expire_on_commit=False, autoflush=False)
 
 
 class Database:
@@ -195,7 +211,8 @@ class Database:
         self.engine = create_engine(settings)
         self.is_sqlite = settings.is_sqlite
         writer_engine = self.engine.execution_options(**{SQLITE_IMMEDIATE: True})
-        self.reader = read_sessions(self.engine)
+        self._read_engine = read_engine(self.engine)
+        self.reader = async_sessionmaker(self._read_engine, expire_on_commit=False, autoflush=False)
         self.writer = async_sessionmaker(writer_engine, expire_on_commit=False, autoflush=False)
         self.routing: ReadRouting | None = None
 
@@ -204,6 +221,13 @@ class Database:
         if self.routing is None:
             return self.reader()
         return self.routing.session(user_id)
+
+    def read_connection(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for Core reads on behalf of ``user_id``, routed as ``read_session`` is: for the fast
+        lanes (``kit.fast_lane``), which need neither a session nor its unit of work."""
+        if self.routing is None:
+            return self._read_engine.connect()
+        return self.routing.connection(user_id)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

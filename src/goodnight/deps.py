@@ -71,7 +71,7 @@ def services_of(request: Request) -> Services:
 async def _read_session(request: Request) -> AsyncIterator[AsyncSession]:
     services = services_of(request)
     database = services.database
-    reader = _signed_in_user(request, services) if services.read_routing is not None else None
+    reader = signed_in(request) if services.read_routing is not None else None
     async with session_scope(lambda: database.read_session(reader)) as session:
         yield session
 
@@ -92,9 +92,10 @@ async def _remember_the_write(routing: ReadRouting, request: Request) -> None:
         await routing.wrote(uuid.UUID(user_id))
 
 
-def _signed_in_user(request: Request, services: Services) -> uuid.UUID | None:
-    """Whose read this is, for read-your-writes: dependencies run in no set order, so the session may be
-    opened before the auth dependency has run; a bad token is that dependency's to refuse."""
+def signed_in(request: Request) -> uuid.UUID | None:
+    """Who a valid bearer token says is calling, or None: for read-your-writes (dependencies run in no set
+    order, so the session may be opened before the auth dependency has run) and for the fast lanes. A bad
+    token is the auth dependency's to refuse."""
     user_id = getattr(request.state, "user_id", None)
     if user_id is not None:
         return uuid.UUID(user_id)
@@ -102,9 +103,11 @@ def _signed_in_user(request: Request, services: Services) -> uuid.UUID | None:
     if scheme.lower() != "bearer" or not token:
         return None
     try:
-        return services.tokens.verify_claims(token).user_id
+        claims = services_of(request).tokens.verify_claims(token)
     except GoodnightError:  # not valid, or not checkable right now: the auth dependency answers for it
         return None
+    request.state.user_id = str(claims.user_id)
+    return claims.user_id
 
 
 # scope="function": the transaction commits before the response is sent, so a client that gets a 2xx can

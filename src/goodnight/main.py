@@ -22,9 +22,11 @@ from goodnight.deps import Services
 from goodnight.edge.headers import CorsMiddleware, SecurityHeadersMiddleware
 from goodnight.edge.inflight import InFlightCap
 from goodnight.errors import install_error_handlers
+from goodnight.feed.router import FAST_LANES as FEED_LANES
 from goodnight.feed.router import router as feed_router
 from goodnight.jobs.handlers import Handlers
 from goodnight.jobs.runtime import Jobs
+from goodnight.kit.fast_lane import FastLanes
 from goodnight.kit.gc_tuning import freeze_after_start_up
 from goodnight.logging_setup import configure_logging
 from goodnight.middleware import RequestContextMiddleware
@@ -43,6 +45,7 @@ from goodnight.sleep.router import router as sleep_router
 from goodnight.sleep.router import summary_router as sleep_summary_router
 from goodnight.socials.router import router as socials_router
 from goodnight.timeline.runtime import Timeline, TimelineWriter
+from goodnight.users.router import FAST_LANES as USERS_LANES
 from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
 
@@ -182,7 +185,16 @@ def create_app(
     if settings.metrics:
         app.include_router(metrics_router(settings))
     mount_docs(app)
+    _install_fast_lanes(app)
     return app
+
+
+def _install_fast_lanes(app: FastAPI) -> None:
+    """The hottest reads' fast lanes (``kit.fast_lane``), around the router: inside the exception handlers
+    and every middleware, as the routes they stand in for are. Starlette's ``Router`` calls its
+    ``middleware_stack``, which FastAPI does not otherwise use."""
+    lanes = [lane.under(API_PREFIX) for lane in (*FEED_LANES, *USERS_LANES)]
+    app.router.middleware_stack = FastLanes(app.router.middleware_stack, lanes)
 
 
 def feed_breaker_open(timeline: Timeline | None) -> Callable[[], bool] | None:

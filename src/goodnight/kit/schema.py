@@ -17,9 +17,13 @@ Timestamp = Annotated[
 ]
 
 Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1..100.")]
+MAX_CURSOR_LENGTH = 512
 Cursor = Annotated[
     str | None,
-    Query(max_length=512, description="The next_cursor of the previous page; omit for the first page."),
+    Query(
+        max_length=MAX_CURSOR_LENGTH,
+        description="The next_cursor of the previous page; omit for the first page.",
+    ),
 ]
 DEFAULT_LIMIT = 20
 

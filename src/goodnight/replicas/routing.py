@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from goodnight.db import Database, is_database_unavailable
 from goodnight.observability import metrics
@@ -73,6 +73,12 @@ class ReadRouting:
             if replica is not None and is_database_unavailable(exc):
                 self._replica_failed(replica)
             raise
+
+    @asynccontextmanager
+    async def connection(self, user_id: uuid.UUID | None) -> AsyncIterator[AsyncConnection]:
+        """The connection of such a unit of work, for Core reads."""
+        async with self.session(user_id) as session:
+            yield await session.connection()
 
     def _replica_failed(self, replica: Replica) -> None:
         self.replicas.mark_down(replica)

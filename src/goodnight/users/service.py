@@ -6,12 +6,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.auth.passwords import Passwords
+from goodnight.db import Reads
 from goodnight.errors import Conflict, NotFound, Unauthorized
 from goodnight.jobs.events import NameChanged
 from goodnight.jobs.publish import Events
 from goodnight.kit.ids import parse_id
 from goodnight.models import User
 from goodnight.users import repository
+from goodnight.users.repository import ProfileRow
 from goodnight.users.schemas import UserCreate
 
 
@@ -41,17 +43,17 @@ async def register(session: AsyncSession, passwords: Passwords, data: UserCreate
     return user
 
 
-async def get_user(session: AsyncSession, raw_id: str) -> User:
+async def get_user(reads: Reads, raw_id: str) -> ProfileRow:
     """Look up a user by a client-supplied id; a malformed id is simply not found."""
     user_id = parse_id(raw_id)
-    user = await repository.get(session, user_id) if user_id is not None else None
+    user = await repository.profile(reads, user_id) if user_id is not None else None
     if user is None:
         raise NotFound("No user with that id.")
     return user
 
 
-async def get_me(session: AsyncSession, user_id: uuid.UUID) -> User:
-    user = await repository.get(session, user_id)
+async def get_me(reads: Reads, user_id: uuid.UUID) -> ProfileRow:
+    user = await repository.profile(reads, user_id)
     if user is None:  # a validly signed token for a user that no longer exists
         raise Unauthorized("The bearer token refers to an unknown user.")
     return user
