@@ -57,15 +57,16 @@ API_PREFIX = "/api/v1"
 UNTRACED_PATHS = ("/metrics",)
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, *, traced: bool = False) -> Services:
     """The API process's services. The consumers of the outbox register their handlers here; with none (no
-    Redis), services write no events at all."""
+    Redis), services write no events at all. ``traced``: the process records traces, whose Redis spans come
+    from redis-py's instrumentation, so the feed's reads stay on redis-py too."""
     database = Database(settings)
     revocations = RevocationFeed(settings)
     handlers = Handlers()
     timeline = None
     if settings.redis_url:
-        timeline = Timeline.build(settings, database)
+        timeline = Timeline.build(settings, database, lean_reads=not traced)
         timeline.subscribe(handlers)
     return Services(
         settings=settings,
@@ -125,7 +126,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = build_services(settings)
+        services = build_services(settings, traced=tracing is not None)
         app.state.services = services
         if tracing is not None:
             _trace_services(tracing, services)

@@ -27,6 +27,7 @@ from tests.support.outbox import outbox_rows
 from tests.support.redis_server import RedisServer
 from tests.support.spans import children_of, the_span
 from tests.support.times import ago, iso
+from tests.timeline.test_timeline import warm
 
 pytestmark = pytest.mark.parametrize("database", ["postgresql"], indirect=True)
 CLOCK_OUT = "POST /api/v1/sleep_records/clock_out"
@@ -153,6 +154,27 @@ async def test_a_clock_outs_fanout_in_the_worker_continues_and_links_to_the_requ
     # What the fanout did is inside its span: the statements that re-read the record, the Redis writes.
     systems = {attribute(span, "db.system") for span in children_of(spans, fanout)}
     assert {"postgresql", "redis"} <= systems
+
+
+async def test_a_feed_page_from_redis_records_its_two_redis_reads(
+    api: Api, timeline: Timeline, exporter: InMemorySpanExporter
+) -> None:
+    """The feed's lean Redis client records no spans: a traced process reads its pages through redis-py."""
+    assert timeline.store.pages.lean is None
+    alice, bob = await api.register(), await api.register()
+    await api.follow(alice, bob)
+    await a_night(api, bob, "night-45")
+    await timeline.worker.drain()
+    await warm(api, timeline, alice)
+    served = timeline.reader.served
+    exporter.clear()
+
+    assert (await api.feed(alice)).status_code == 200
+    assert timeline.reader.served == served + 1
+    spans = exporter.get_finished_spans()
+    page = the_span(spans, "GET /api/v1/sleep_records/followings", SpanKind.SERVER)
+    commands = [span.name for span in children_of(spans, page) if attribute(span, "db.system") == "redis"]
+    assert {"EVALSHA", "MGET"} <= set(commands), commands
 
 
 async def test_a_failing_event_is_logged_under_the_request_that_wrote_it(

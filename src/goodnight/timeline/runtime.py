@@ -14,6 +14,7 @@ from goodnight.db import Database
 from goodnight.jobs.handlers import Handlers
 from goodnight.redis_client import REDIS_ERRORS, RedisClient, connect
 from goodnight.timeline.fanout import Fanout, InlineEvent
+from goodnight.timeline.lean_redis import LeanRedis
 from goodnight.timeline.reader import TimelineReader
 from goodnight.timeline.store import TimelineStore
 
@@ -26,9 +27,8 @@ class TimelineWriter:
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> TimelineWriter:
-        redis = connect(settings)
-        store = TimelineStore(redis)
-        return TimelineWriter(redis, store, Fanout(database, store, settings))
+        store = TimelineStore(connect(settings))
+        return TimelineWriter(store.redis, store, Fanout(database, store, settings))
 
     def subscribe(self, handlers: Handlers) -> None:
         self.fanout.subscribe(handlers)
@@ -40,12 +40,17 @@ class TimelineWriter:
 @dataclass
 class Timeline(TimelineWriter):
     reader: TimelineReader
+    # The lean client of the feed page's two reads; None where redis-py serves them.
+    lean: LeanRedis | None
 
     @classmethod
-    def build(cls, settings: Settings, database: Database) -> Timeline:
-        writer = TimelineWriter.build(settings, database)
-        reader = TimelineReader(database, writer.store, settings)
-        return cls(writer.redis, writer.store, writer.fanout, reader)
+    def build(cls, settings: Settings, database: Database, *, lean_reads: bool = True) -> Timeline:
+        """``lean_reads=False`` keeps every command on redis-py (a traced process: its instrumentation
+        records redis-py's commands only)."""
+        lean = LeanRedis.for_settings(settings) if lean_reads else None
+        store = TimelineStore(connect(settings), lean)
+        reader = TimelineReader(database, store, settings)
+        return cls(store.redis, store, Fanout(database, store, settings), reader, lean)
 
     def subscribe(self, handlers: Handlers) -> None:
         self.fanout.subscribe(handlers, now=self.apply_now)
@@ -63,4 +68,6 @@ class Timeline(TimelineWriter):
 
     async def close(self) -> None:
         await self.reader.drain_background()
+        if self.lean is not None:
+            await self.lean.close()
         await super().close()

@@ -14,16 +14,18 @@ from __future__ import annotations
 from goodnight.redis_client import RedisClient
 from goodnight.timeline.buckets import Buckets
 from goodnight.timeline.celebrities import CelebritySet
+from goodnight.timeline.lean_redis import LeanRedis
 from goodnight.timeline.pages import Pages
 from goodnight.timeline.renderings import Renderings
 from goodnight.timeline.scripts import Scripts
 
 
 class TimelineStore:
-    def __init__(self, redis: RedisClient) -> None:
+    def __init__(self, redis: RedisClient, lean: LeanRedis | None = None) -> None:
+        """``lean``, when given, serves the feed page's two reads (``pages``); redis-py serves the rest."""
         self.redis = redis
         scripts = Scripts(redis)
         self.buckets = Buckets(redis, scripts)
-        self.pages = Pages(redis, scripts)
+        self.pages = Pages(redis, scripts, lean)
         self.renderings = Renderings(redis, scripts)
         self.celebrities = CelebritySet(redis)

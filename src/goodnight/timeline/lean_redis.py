@@ -1,0 +1,266 @@
+"""A lean asyncio client for the feed page's two Redis reads: the READ script (EVALSHA) and the renderings'
+MGET, pipelined on one TCP connection per process.
+
+Why it exists: redis-py's asyncio client spends 60-85 µs of CPU per command even with hiredis packing (a
+connection taken from and given back to its pool, the retry wrapper, the observability hooks, a response
+callback lookup), a large share of a page. This client does only what a command needs: pack it with
+hiredis, write it, and await a future that ``data_received`` resolves once hiredis has parsed the reply.
+Replies are matched to futures in the order the commands were written; a caller cancelled while waiting
+leaves its future in the queue, so its reply is still read, then dropped.
+
+What it does not do: any other command, Redis Cluster, TLS, Unix sockets, URL options, RESP3
+(``LeanRedis.for_settings`` returns None for those and redis-py serves), nor retries (the feed reader's
+breaker is the retry policy). Failures look as they do from redis-py as ``redis_client.connect`` configures
+it: 0.5 s to connect, 1 s per command, redis-py's exception classes (so ``REDIS_ERRORS`` catches them and
+``REDIS_UNAVAILABLE`` tells an outage). A command that times out, a protocol error or the server going away
+fails every command in flight and closes the connection, whose stream can no longer be trusted; the next
+call connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+from redis._parsers import BaseParser
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from goodnight.config import Settings
+
+# As redis_client.connect configures redis-py.
+CONNECT_TIMEOUT_S = 0.5
+COMMAND_TIMEOUT_S = 1.0
+DEFAULT_PORT = 6379
+# What hiredis returns while no whole reply has arrived (None and False can be replies).
+_NOT_ENOUGH_DATA = object()
+# hiredis's stub types the command as a 1-tuple; it takes any number of items.
+_pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
+
+
+class LuaScript(Protocol):
+    """A script as redis-py's ``register_script`` holds it."""
+
+    @property
+    def sha(self) -> str: ...
+
+    @property
+    def script(self) -> str | bytes | memoryview: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    host: str
+    port: int
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def plain_address(url: str) -> Address | None:
+    """The server of a plain ``redis://[[user]:password@]host[:port][/db]`` URL; None for anything else
+    (``rediss://``, ``unix://``, query options), which only redis-py knows how to reach."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.query or parts.fragment:
+        return None
+    db = unquote(parts.path).strip("/") or "0"
+    if not db.isdigit():
+        return None
+    return Address(
+        host=unquote(parts.hostname) if parts.hostname else "localhost",
+        port=parts.port or DEFAULT_PORT,
+        db=int(db),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+    )
+
+
+def _again(failure: RedisError) -> RedisError:
+    """A fresh exception like ``failure``, for one more caller (an exception raised twice would collect
+    both tracebacks)."""
+    return type(failure)(*failure.args)
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: commands written in order, each reply handed to the oldest waiting future.
+
+    One timer watches the oldest command only: replies come in order, so if it is answered in time, every
+    command before it was too. Once closed (``failure`` set) the connection is never used again."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: Address) -> None:
+        self._loop = loop
+        self._address = address
+        # Error replies become redis-py's exceptions (NoScriptError, ResponseError, ...), nested ones too.
+        self._parser = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=BaseParser.parse_error,
+            notEnoughData=_NOT_ENOUGH_DATA,
+        )
+        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self._transport: asyncio.Transport  # set by connection_made, before create_connection returns
+        self._timer: asyncio.TimerHandle | None = None
+        self.failure: RedisError | None = None
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        if self.failure is not None:  # lost after the caller took it
+            raise _again(self.failure)
+        reply = self._loop.create_future()
+        deadline = self._loop.time() + COMMAND_TIMEOUT_S
+        self._transport.write(command)
+        self._waiting.append((reply, deadline))
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+        return reply
+
+    def close(self, failure: RedisError) -> None:
+        """Fail every command in flight with ``failure`` (a fresh instance each) and drop the connection."""
+        if self.failure is not None:
+            return
+        self.failure = failure
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport.abort()  # unsent commands are dropped: nobody waits for their replies any more
+        waiting, self._waiting = self._waiting, deque()
+        for reply, _ in waiting:
+            if not reply.done():
+                reply.set_exception(_again(failure))
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A TCP transport (uvloop's does not subclass asyncio.Transport, hence no isinstance check).
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        parser.feed(data)
+        try:
+            parsed = parser.gets()
+            while parsed is not _NOT_ENOUGH_DATA:
+                reply, _ = self._waiting.popleft()
+                if not reply.done():  # done: its caller was cancelled, and the reply is dropped
+                    if isinstance(parsed, RedisError):
+                        reply.set_exception(parsed)
+                    else:
+                        reply.set_result(parsed)
+                parsed = parser.gets()
+        except InvalidResponse as exc:
+            self.close(InvalidResponse(f"Protocol error from {self._address}: {exc}"))
+        except IndexError:
+            self.close(InvalidResponse(f"A reply from {self._address} that no command asked for"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = "Connection closed by server." if exc is None else f"{type(exc).__name__}: {exc}"
+        self.close(RedisConnectionError(f"Error while reading from {self._address}: {reason}"))
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self._waiting:
+            return
+        deadline = self._waiting[0][1]
+        if self._loop.time() >= deadline:
+            self.close(RedisTimeoutError(f"Timeout reading from {self._address}"))
+        else:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
+
+
+class LeanRedis:
+    """The feed page's two reads on a single Redis node (see the module's doc). Connects on first use, and
+    again on the next call after a failure; calls made meanwhile share one connection attempt."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self._connection: _Connection | None = None
+        self._opening: asyncio.Task[_Connection] | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> LeanRedis | None:
+        """The lean client for the configured Redis, or None where redis-py must serve (a Cluster, TLS, a
+        Unix socket, URL options)."""
+        if settings.redis_url is None or settings.redis_cluster:
+            return None
+        address = plain_address(settings.redis_url)
+        return cls(address) if address is not None else None
+
+    async def evalsha(self, script: LuaScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run a registered script; if Redis's script cache lost it (a restart, SCRIPT FLUSH), load it and
+        run it once more, as redis-py's ``AsyncScript`` does."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            sha = (await self.execute("SCRIPT", "LOAD", script.script)).decode()
+            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+
+    async def mget(self, names: Sequence[str | bytes]) -> list[bytes | None]:
+        found: list[bytes | None] = await self.execute("MGET", *names)
+        return found
+
+    async def execute(self, *command: Any) -> Any:
+        """One command's reply, as redis-py returns it without response callbacks: bytes, ints, None, lists;
+        an error reply raises redis-py's exception for it."""
+        connection = self._connection
+        if connection is None or connection.failure is not None:
+            connection = await self._connect()
+        return await connection.send(_pack(command))
+
+    async def close(self) -> None:
+        """Fail the commands in flight and close the connection. A connection attempt under way is let
+        finish (within its timeouts): cancelling it would raise CancelledError in callers nobody cancelled."""
+        if self._opening is not None:
+            await asyncio.wait([self._opening])
+        if self._connection is not None:
+            self._connection.close(RedisConnectionError("The client closed the connection"))
+            self._connection = None
+
+    async def _connect(self) -> _Connection:
+        if self._opening is None:
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+        # Shielded: a caller cancelled meanwhile must not cancel the attempt the others wait for.
+        return await asyncio.shield(self._opening)
+
+    async def _open(self) -> _Connection:
+        try:
+            connection = await self._connect_tcp()
+            try:
+                await self._handshake(connection)
+            except BaseException:
+                connection.close(RedisConnectionError(f"Could not set up the connection to {self.address}"))
+                raise
+            self._connection = connection
+            return connection
+        finally:
+            self._opening = None
+
+    async def _connect_tcp(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        address = self.address
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(loop, address), address.host, address.port
+                )
+        except TimeoutError:  # before OSError, of which it is a subclass
+            raise RedisTimeoutError(f"Timeout connecting to {address}") from None
+        except OSError as exc:
+            raise RedisConnectionError(f"Error connecting to {address}: {exc}") from exc
+        return connection
+
+    async def _handshake(self, connection: _Connection) -> None:
+        """AUTH and SELECT, as redis-py sends them on a new connection."""
+        address = self.address
+        if address.username or address.password:
+            password = address.password or ""
+            credentials = (address.username, password) if address.username else (password,)
+            await connection.send(_pack(("AUTH", *credentials)))
+        if address.db:
+            await connection.send(_pack(("SELECT", address.db)))

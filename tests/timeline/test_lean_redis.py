@@ -1,0 +1,534 @@
+"""The lean Redis client of the feed page's two reads (``timeline.lean_redis``), against real redis-servers:
+the same replies and exceptions as redis-py, pipelined calls each answered with their own reply, and
+failures (a server killed, stopped, or refusing a password) that fail fast and heal on the next call.
+
+Destructive tests run their own redis-server; the others share one private server of the module. What
+depends on the transport runs on asyncio's event loop and on uvloop's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import uvloop
+from redis.asyncio import Redis
+from redis.exceptions import AuthenticationError, InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from goodnight.config import Settings
+from goodnight.feed.position import encode_position
+from goodnight.redis_client import REDIS_UNAVAILABLE, connect
+from goodnight.timeline import keys
+from goodnight.timeline.lean_redis import Address, LeanRedis, plain_address
+from goodnight.timeline.store import TimelineStore
+from tests.support.api import Api
+from tests.support.apps import AppTimeline
+from tests.support.databases import TestDatabase
+from tests.support.logs import app_logs
+from tests.support.redis_server import RedisServer
+from tests.timeline.test_timeline_faults import cast_and_warm, heal, running_rig
+
+PASSWORD = "s3cret pass"  # a space: the URL must be unquoted as redis-py unquotes it
+QUOTED_PASSWORD = "s3cret%20pass"
+# A script that never returns: its command stays in flight until the server dies.
+BUSY_LOOP = "while true do end"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    started = RedisServer().start()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, to kill, stop or restart."""
+    started = RedisServer().start()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def lean_client(url: str) -> LeanRedis:
+    address = plain_address(url)
+    assert address is not None
+    return LeanRedis(address)
+
+
+@contextlib.asynccontextmanager
+async def clients(url: str) -> AsyncIterator[tuple[Redis, LeanRedis]]:
+    """redis-py as production configures it, and the lean client, on the same server."""
+    redis = connect(Settings(redis_url=url))
+    assert isinstance(redis, Redis)
+    lean = lean_client(url)
+    try:
+        yield redis, lean
+    finally:
+        await lean.close()
+        await redis.aclose()
+
+
+OnLoop = Callable[[Coroutine[Any, Any, None]], None]
+LOOPS = {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def on_loop(request: pytest.FixtureRequest) -> OnLoop:
+    """Runs a test's body on an event loop of its own: asyncio's, and uvloop's, which served processes run
+    (its transports are not asyncio's)."""
+
+    def run(body: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as runner:
+            runner.run(body)
+
+    return run
+
+
+@pytest_asyncio.fixture
+async def both(server: RedisServer) -> AsyncIterator[tuple[Redis, LeanRedis]]:
+    async with clients(server.url) as pair:
+        yield pair
+
+
+# --- Where the lean client is used -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6380/2", Address("127.0.0.1", 6380, 2)),
+        ("redis://cache", Address("cache", 6379, 0)),
+        ("redis://:p%40ss@cache:7000/0", Address("cache", 7000, 0, None, "p@ss")),
+        ("redis://reader:pw@cache/", Address("cache", 6379, 0, "reader", "pw")),
+        ("redis://[::1]:6379", Address("::1", 6379, 0)),
+        ("rediss://cache:6379/0", None),  # TLS
+        ("unix:///run/redis.sock", None),
+        ("redis://cache:6379/0?protocol=3", None),  # URL options only redis-py knows
+        ("redis://cache:6379/zero", None),
+    ],
+)
+def test_only_plain_redis_urls_get_a_lean_client(url: str, expected: Address | None) -> None:
+    assert plain_address(url) == expected
+    lean = LeanRedis.for_settings(Settings(redis_url=url))
+    assert (lean.address if lean is not None else None) == expected
+
+
+def test_no_lean_client_for_a_cluster_or_without_redis() -> None:
+    assert LeanRedis.for_settings(Settings(redis_url="redis://127.0.0.1:7000/0", redis_cluster=True)) is None
+    assert LeanRedis.for_settings(Settings(redis_url=None)) is None
+
+
+def test_the_app_reads_pages_through_the_lean_client(timeline: AppTimeline) -> None:
+    assert timeline.store.pages.lean is not None
+
+
+# --- Replies exactly as redis-py returns them --------------------------------------------------------------
+
+
+async def warm_timeline(redis: Redis, reader: uuid.UUID, per_day: dict[date, int]) -> list[bytes]:
+    """A warm marker and ``per_day`` members in each day's bucket; returns the members, newest first."""
+    await redis.hset(keys.marker_key(reader), mapping={"seen": "1700000000.25", "follows": "7"})
+    members: list[bytes] = []
+    for day, count in per_day.items():
+        if count:
+            added = [encode_position(3600 * (n + 1), uuid.uuid4()) for n in range(count)]
+            await redis.zadd(keys.bucket_key(reader, day), dict.fromkeys(added, 0))
+            members += added
+    return sorted(members, reverse=True)
+
+
+async def test_page_reads_equal_redis_pys(both: tuple[Redis, LeanRedis]) -> None:
+    redis, lean = both
+    through_redis_py, through_lean = TimelineStore(redis).pages, TimelineStore(redis, lean).pages
+    last = date(2024, 3, 9)
+    first = last - timedelta(days=7)
+    warm, empty, cold = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    members = await warm_timeline(redis, warm, {last: 5, last - timedelta(days=2): 1, first: 3})
+    await warm_timeline(redis, empty, {})
+    await redis.hdel(keys.marker_key(empty), "follows")  # the script answers '0'
+
+    for reader, after, count in [
+        (warm, None, 3),
+        (warm, members[2], 3),
+        (warm, members[-1], 10),  # nothing after the last member: every bucket empty
+        (empty, None, 3),
+        (cold, None, 3),
+    ]:
+        expected = await through_redis_py.read(reader, first, last, after, count)
+        assert await through_lean.read(reader, first, last, after, count) == expected
+    assert await through_lean.read(cold, first, last, None, 3) is None
+
+    renderings = {keys.rendering_key_of(member): f"item {n}" for n, member in enumerate(members[:4])}
+    renderings[keys.rendering_key_of(members[4])] = ""  # a deleted record's tombstone
+    await redis.mset(renderings)
+    for version in (None, b"42"):
+        if version is not None:
+            await redis.set(keys.CELEBRITIES_VERSION, version)
+        for asked in (members, members[6:], []):  # some missing, all missing, none asked
+            expected_renderings = await through_redis_py.renderings(asked)
+            assert await through_lean.renderings(asked) == expected_renderings
+            assert expected_renderings[0] == version
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "return {1, 'two', false, {3, {}, {'four', -5}}, 'caf\\195\\169'}",
+        "return false",
+        "return 42",
+        "return {}",
+        "return redis.status_reply('FINE')",
+        "return {1, redis.error_reply('NESTED failure')}",
+    ],
+)
+async def test_reply_shapes_equal_redis_pys(both: tuple[Redis, LeanRedis], script: str) -> None:
+    redis, lean = both
+    expected = await redis.eval(script, 0)
+    found = await lean.execute("EVAL", script, 0)
+    assert repr(found) == repr(expected)  # exceptions nested in a reply compare by type and text
+
+
+@pytest.mark.parametrize(
+    ("command", "raised"),
+    [
+        (("EVALSHA", "0" * 40, 0), NoScriptError),
+        (("EVAL", "return redis.error_reply('MY failure')", 0), ResponseError),
+        (("EVAL", "return {", 0), ResponseError),
+        (("MGET",), ResponseError),
+    ],
+)
+async def test_error_replies_raise_redis_pys_exceptions(
+    both: tuple[Redis, LeanRedis], command: tuple[Any, ...], raised: type[Exception]
+) -> None:
+    redis, lean = both
+    with pytest.raises(raised) as by_redis_py:
+        await redis.execute_command(*command)
+    with pytest.raises(raised) as by_lean:
+        await lean.execute(*command)
+    assert type(by_lean.value) is type(by_redis_py.value)
+    assert str(by_lean.value) == str(by_redis_py.value)
+    assert await lean.mget(["lean:after-an-error"]) == [None]  # the connection goes on
+
+
+async def test_a_lost_script_is_loaded_and_run_again(both: tuple[Redis, LeanRedis]) -> None:
+    redis, lean = both
+    echo = redis.register_script("return {KEYS[1], ARGV[1]}")
+    await redis.script_flush()
+    assert await lean.evalsha(echo, ["lean:key"], [7]) == [b"lean:key", b"7"]
+    assert await redis.script_exists(echo.sha) == [True]
+    assert await lean.evalsha(echo, ["lean:key"], [8]) == [b"lean:key", b"8"]
+
+
+async def test_a_script_that_cannot_be_loaded_raises_its_load_error(both: tuple[Redis, LeanRedis]) -> None:
+    redis, lean = both
+    broken = redis.register_script("return {")
+    with pytest.raises(ResponseError) as raised:
+        await lean.evalsha(broken, [], [])
+    assert not isinstance(raised.value, NoScriptError)
+    assert "Error compiling script" in str(raised.value)
+
+
+# --- Pipelining ---------------------------------------------------------------------------------------------
+
+
+def test_concurrent_calls_each_get_their_own_reply_on_one_connection(
+    on_loop: OnLoop, server: RedisServer
+) -> None:
+    async def body() -> None:
+        async with clients(server.url) as (redis, lean):
+            values = {f"lean:many:{n}": f"value {n}" for n in range(400)}
+            await redis.mset(values)
+            echo = redis.register_script("return {KEYS[1], redis.call('GET', KEYS[1])}")
+            connection = await lean.execute("CLIENT", "ID")
+
+            def call(n: int, name: str) -> Any:
+                return lean.mget([name, "lean:missing"]) if n % 2 else lean.evalsha(echo, [name], [])
+
+            replies = await asyncio.gather(*(call(n, name) for n, name in enumerate(values)))
+            for n, (name, value) in enumerate(values.items()):
+                expected = [value.encode(), None] if n % 2 else [name.encode(), value.encode()]
+                assert replies[n] == expected
+            assert await lean.execute("CLIENT", "ID") == connection
+
+    on_loop(body())
+
+
+def test_a_cancelled_caller_does_not_desync_the_stream(on_loop: OnLoop, server: RedisServer) -> None:
+    async def body() -> None:
+        async with clients(server.url) as (redis, lean):
+            await redis.mset({f"lean:cancel:{n}": n for n in range(100)})
+            connection = await lean.execute("CLIENT", "ID")
+            for n in range(0, 100, 2):
+                abandoned = asyncio.create_task(lean.mget([f"lean:cancel:{n}"]))
+                await asyncio.sleep(0)  # its command is written, its reply not yet read
+                abandoned.cancel()
+                assert await lean.mget([f"lean:cancel:{n + 1}"]) == [str(n + 1).encode()]
+                with pytest.raises(asyncio.CancelledError):
+                    await abandoned
+            assert await lean.execute("CLIENT", "ID") == connection
+
+    on_loop(body())
+
+
+def test_a_caller_cancelled_while_connecting_leaves_the_others_connected(
+    on_loop: OnLoop,
+    server: RedisServer,
+) -> None:
+    async def body() -> None:
+        async with clients(server.url) as (redis, lean):
+            await redis.set("lean:connecting", "yes")
+            first = asyncio.create_task(lean.mget(["lean:connecting"]))
+            second = asyncio.create_task(lean.mget(["lean:connecting"]))
+            await asyncio.sleep(0)  # both wait for the one connection attempt
+            first.cancel()
+            assert await second == [b"yes"]
+            with pytest.raises(asyncio.CancelledError):
+                await first
+
+    on_loop(body())
+
+
+@contextlib.asynccontextmanager
+async def not_redis(answer: bytes) -> AsyncIterator[tuple[str, list[int]]]:
+    """A TCP server that is not Redis (a misconfigured URL, a broken peer): it writes ``answer`` whatever it
+    is sent. Yields its URL and a list that grows by one per connection accepted."""
+    accepted: list[int] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(len(accepted))
+        writers.append(writer)
+        while await reader.read(4096):
+            writer.write(answer)
+        writer.close()
+
+    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        yield f"redis://127.0.0.1:{port}/0", accepted
+    finally:
+        listener.close()
+        for writer in writers:
+            writer.close()
+
+
+def test_a_protocol_error_fails_the_call_and_closes_the_connection(on_loop: OnLoop) -> None:
+    async def body() -> None:
+        async with not_redis(b"HTTP/1.1 400 Bad Request\r\n\r\n") as (url, accepted):
+            lean = lean_client(url)
+            try:
+                for attempt in (1, 2):
+                    with pytest.raises(InvalidResponse, match="Protocol error"):
+                        await lean.mget(["key"])
+                    assert len(accepted) == attempt  # the broken connection is not reused
+            finally:
+                await lean.close()
+
+    on_loop(body())
+
+
+def test_a_reply_no_command_asked_for_closes_the_connection(on_loop: OnLoop) -> None:
+    async def body() -> None:
+        async with not_redis(b"+OK\r\n+OK\r\n") as (url, accepted):
+            lean = lean_client(url)
+            try:
+                assert await lean.execute("PING") == b"OK"
+                assert await lean.execute("PING") == b"OK"  # on a new connection: the stream was out of step
+                assert len(accepted) == 2
+            finally:
+                await lean.close()
+
+    on_loop(body())
+
+
+# --- Failures: fast, mapped to redis-py's exceptions, healed by the next call ------------------------------
+
+
+def test_a_killed_server_fails_calls_at_once_and_a_restarted_one_serves_again(
+    on_loop: OnLoop,
+    own_server: RedisServer,
+) -> None:
+    async def body() -> None:
+        async with clients(own_server.url) as (_, lean):
+            assert await lean.mget(["key"]) == [None]
+            in_flight = asyncio.create_task(lean.execute("EVAL", BUSY_LOOP, 0))
+            await asyncio.sleep(0)  # written: the server is busy with it when it dies
+            own_server.stop()  # SIGKILL
+            # A connection lost, not a timeout: the server's end closed, nobody waits for a timer.
+            with pytest.raises(RedisConnectionError, match=r"Connection closed by server|Connection reset"):
+                await in_flight
+            with pytest.raises(RedisConnectionError, match="Error connecting to") as refused:
+                await lean.mget(["key"])  # refused: nothing listens on the port any more
+            assert isinstance(refused.value, REDIS_UNAVAILABLE)
+
+            own_server.start()  # same port
+            assert await lean.mget(["key"]) == [None]
+
+            # Killed and restarted while idle: the lean client saw the connection close and the next call
+            # connects again, without failing.
+            own_server.stop()
+            await asyncio.sleep(0.1)  # the connection's end is read
+            own_server.start()
+            assert await lean.mget(["key"]) == [None]
+
+    on_loop(body())
+
+
+def test_a_stopped_server_times_calls_out_and_a_resumed_one_serves_again(
+    on_loop: OnLoop,
+    own_server: RedisServer,
+) -> None:
+    async def body() -> None:
+        async with clients(own_server.url) as (_, lean):
+            assert await lean.mget(["key"]) == [None]
+            own_server.pause()  # SIGSTOP
+            try:
+                calls = [asyncio.create_task(lean.mget(["key"])) for _ in range(5)]
+                # One command timed out: the connection is closed and every call in flight fails with it.
+                for call in calls:
+                    with pytest.raises(RedisTimeoutError, match="Timeout reading from"):
+                        await call
+                # A new connection is accepted by the kernel on the stopped server's behalf; its command times
+                # out the same way.
+                with pytest.raises(RedisTimeoutError, match="Timeout reading from") as timed_out:
+                    await lean.mget(["key"])
+                assert isinstance(timed_out.value, REDIS_UNAVAILABLE)
+            finally:
+                own_server.resume()  # SIGCONT
+            assert await lean.mget(["key"]) == [None]
+
+    on_loop(body())
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A port whose listener never accepts and whose backlog is full: a connection attempt hangs, as to a
+    host that drops packets."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port: int = listener.getsockname()[1]
+        fillers = [socket.socket() for _ in range(3)]
+        try:
+            for filler in fillers:
+                filler.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(("127.0.0.1", port))
+            yield port
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+def test_a_connection_that_does_not_open_times_out(on_loop: OnLoop) -> None:
+    async def body() -> None:
+        with unanswered_port() as port:
+            lean = lean_client(f"redis://127.0.0.1:{port}/0")
+            with pytest.raises(RedisTimeoutError, match="Timeout connecting to"):
+                await lean.mget(["key"])
+            await lean.close()
+
+    on_loop(body())
+
+
+def test_closing_fails_the_calls_in_flight_and_lets_a_connection_attempt_end(
+    on_loop: OnLoop, own_server: RedisServer
+) -> None:
+    async def body() -> None:
+        async with clients(own_server.url) as (_, lean):
+            in_flight = asyncio.create_task(lean.execute("EVAL", BUSY_LOOP, 0))
+            await asyncio.sleep(0)  # connecting
+            await lean.close()  # the attempt ends first, then its command is failed
+            with pytest.raises(RedisConnectionError, match="The client closed the connection"):
+                await in_flight
+        own_server.restart()  # out of its busy script
+
+        with unanswered_port() as port:
+            lean = lean_client(f"redis://127.0.0.1:{port}/0")
+            connecting = asyncio.create_task(lean.mget(["key"]))
+            await asyncio.sleep(0)
+            await lean.close()
+            assert connecting.done()
+            with pytest.raises(RedisTimeoutError, match="Timeout connecting to"):
+                await connecting
+
+    on_loop(body())
+
+
+def test_password_and_database_are_sent_on_connect(on_loop: OnLoop) -> None:
+    async def body() -> None:
+        protected = RedisServer("--requirepass", PASSWORD).start()
+        base = f"127.0.0.1:{protected.port}"
+        try:
+            async with clients(f"redis://:{QUOTED_PASSWORD}@{base}/3") as (redis, lean):
+                await redis.set("lean:db", "three")
+                assert await lean.mget(["lean:db"]) == [b"three"]
+                echo = redis.register_script("return redis.call('GET', KEYS[1])")
+                assert await lean.evalsha(echo, ["lean:db"], []) == b"three"
+            async with clients(f"redis://default:{QUOTED_PASSWORD}@{base}/0") as (redis, lean):
+                assert await lean.mget(["lean:db"]) == [None]  # database 0: not there
+            for url in (f"redis://:wrong@{base}/3", f"redis://{base}/3"):  # a wrong password, none at all
+                async with clients(url) as (redis, lean):
+                    with pytest.raises(AuthenticationError) as by_redis_py:
+                        await redis.mget(["lean:db"])
+                    with pytest.raises(AuthenticationError) as by_lean:
+                        await lean.mget(["lean:db"])
+                    assert str(by_lean.value) == str(by_redis_py.value)
+        finally:
+            protected.close()
+
+    on_loop(body())
+
+
+# --- The feed reader on the lean client -------------------------------------------------------------------
+
+
+async def test_the_feed_reader_trips_its_breaker_when_redis_is_killed(
+    api: Api, database: TestDatabase
+) -> None:
+    server = RedisServer().start()
+    try:
+        async with running_rig(database, server, server.url) as rig:
+            assert rig.timeline.store.pages.lean is not None
+            server_address = f"127.0.0.1:{server.port}"
+            cast = await cast_and_warm(rig, api)
+            breaker = rig.timeline.reader.gate.breaker
+            assert breaker.allows()
+            served, declined = rig.timeline.reader.served, rig.timeline.reader.declined
+
+            server.stop()
+            with app_logs() as logs:
+                page = await rig.api.feed(cast.reader)
+            assert page.status_code == 200, page.text
+            assert page.json() == (await api.feed(cast.reader)).json()  # from SQL
+            assert not breaker.allows()
+            assert (rig.timeline.reader.served, rig.timeline.reader.declined) == (served, declined + 1)
+            # The lean client's error (redis-py words its own "Error 111 connecting to ...").
+            lean_errors = (
+                f"Error connecting to {server_address}",
+                f"Error while reading from {server_address}",
+            )
+            warnings = [record.getMessage() for record in logs if record.levelname == "WARNING"]
+            assert any(
+                "serving the feed from SQL" in line and any(error in line for error in lean_errors)
+                for line in warnings
+            ), warnings
+
+            server.start()  # empty: the timelines are rebuilt, then served from Redis again
+            await asyncio.sleep(1.1)  # past the breaker's cool-down
+            await heal(api, rig, cast.readers)
+    finally:
+        server.close()
