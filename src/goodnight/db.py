@@ -131,6 +131,8 @@ class ReadRouting(Protocol):
 
     def session(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncSession]: ...
 
+    def fenced_session(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
     async def wrote(self, user_id: uuid.UUID) -> None: ...
 
 
@@ -155,6 +157,15 @@ class Database:
         if self.routing is None:
             return self.reader()
         return self.routing.session(user_id)
+
+    def fenced_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A read that sees everything committed on the primary before it was asked for, as a read on the
+        primary would. With replicas, it takes the primary's position first and waits a moment for a replica
+        that has replayed past it (else it reads the primary): for background work such as a timeline
+        rebuild, which can spare the wait."""
+        if self.routing is None:
+            return self.reader()
+        return self.routing.fenced_session()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,15 +1,18 @@
 """Read replicas on real servers: a private PostgreSQL primary with a streaming hot standby.
 
 Reads go to the replica and answer exactly what the primary would; a user's own writes are visible on their
-very next read even while the replica is provably behind (its replay paused); a replica that dies under load
+very next read even while the replica is provably behind (its replay paused); a timeline rebuild reads a
+replica only once it has replayed everything committed before the rebuild; a replica that dies under load
 costs no request a 5xx, and is used again once it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -23,10 +26,11 @@ from goodnight.migrate import upgrade_to_head
 from goodnight.replicas.pool import ReplicaSet
 from goodnight.replicas.routing import ReadRouting
 from tests.support.api import Api, Member
-from tests.support.apps import client_for, running
+from tests.support.apps import AppTimeline, client_for, running, timeline_of, timeline_settings
 from tests.support.databases import settings_for
 from tests.support.metrics import scrape
 from tests.support.nights import logged
+from tests.support.outbox import record_id_of, redis_timelines
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import clean_env, serving
 from tests.support.redis_server import RedisServer
@@ -70,14 +74,29 @@ async def _scalar(server: PostgresServer, sql: str) -> object:
         await connection.close()
 
 
-@pytest_asyncio.fixture
-async def paused(replica: PostgresServer) -> AsyncIterator[None]:
-    """The replica receives WAL but replays none of it until the test resumes it (or ends)."""
+@contextlib.asynccontextmanager
+async def replay_paused(replica: PostgresServer) -> AsyncIterator[None]:
+    """The replica receives WAL but replays none of it until the block ends."""
     await _scalar(replica, "SELECT pg_wal_replay_pause()")
     try:
         yield
     finally:
         await _scalar(replica, "SELECT pg_wal_replay_resume()")
+
+
+@pytest_asyncio.fixture
+async def paused(replica: PostgresServer) -> AsyncIterator[None]:
+    async with replay_paused(replica):
+        yield
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 def routing_of(app: FastAPI) -> ReadRouting:
@@ -102,6 +121,17 @@ async def caught_up(primary: PostgresServer, app: FastAPI) -> None:
 @pytest_asyncio.fixture
 async def routed(primary: PostgresServer, replica: PostgresServer) -> AsyncIterator[FastAPI]:
     settings = settings_for(primary.url, database_replica_urls=replica.url)
+    async with running(settings) as app:
+        await caught_up(primary, app)
+        yield app
+
+
+@pytest_asyncio.fixture
+async def timelined(
+    primary: PostgresServer, replica: PostgresServer, redis: RedisServer
+) -> AsyncIterator[FastAPI]:
+    """Routed, with the Redis timelines."""
+    settings = timeline_settings(primary.url, redis.url, database_replica_urls=replica.url)
     async with running(settings) as app:
         await caught_up(primary, app)
         yield app
@@ -181,8 +211,7 @@ async def test_a_users_writes_are_on_their_next_read_while_the_replica_is_behind
         ana, ben, _ = await _people(api)
         await caught_up(primary, routed)
         routing = routing_of(routed)
-        await _scalar(replica, "SELECT pg_wal_replay_pause()")
-        try:
+        async with replay_paused(replica):
             await api.follow(ben, ana)
             renamed = await api.rename(ana, "Ana Two")
             assert renamed.status_code == 200
@@ -199,8 +228,6 @@ async def test_a_users_writes_are_on_their_next_read_while_the_replica_is_behind
             assert routing.reads["replica"] == replica_reads
             replayed_name = await _scalar(replica, f"SELECT name FROM users WHERE id = '{ana.id}'")  # noqa: S608
             assert replayed_name == "Ana"
-        finally:
-            await _scalar(replica, "SELECT pg_wal_replay_resume()")
         await caught_up(primary, routed)
         commits_before = await _replica_commits(replica)
         me = (await client.get("/users/me", headers=ana.headers)).json()
@@ -224,12 +251,44 @@ async def _eventually_more_commits(replica: PostgresServer, before: int) -> bool
     return False
 
 
-async def test_a_replica_stopped_under_load_costs_no_request_a_5xx(
-    primary: PostgresServer, replica: PostgresServer, routed: FastAPI
+async def _rebuilt_from(app: FastAPI, reader: Member) -> str:
+    """Rebuild the reader's timeline; where its one read went."""
+    reads = routing_of(app).reads
+    before = reads.copy()
+    assert await timeline_of(app).reader.rebuilds.rebuild(uuid.UUID(reader.id))
+    routed = reads - before
+    assert routed.total() == 1, routed
+    return next(iter(routed))
+
+
+async def _timeline_records(timeline: AppTimeline, reader: Member) -> set[str]:
+    entries = (await redis_timelines(timeline.redis, [uuid.UUID(reader.id)]))[uuid.UUID(reader.id)]
+    return {str(record_id_of(member)) for _, member in entries}
+
+
+async def test_a_rebuild_reads_a_replica_only_once_it_has_replayed_what_came_before(
+    primary: PostgresServer, replica: PostgresServer, timelined: FastAPI
 ) -> None:
-    async with client_for(routed) as client:
+    async with client_for(timelined) as client:
         ana, ben, _ = await _people(Api(client))
-        await caught_up(primary, routed)
+        await caught_up(primary, timelined)
+        async with replay_paused(replica):
+            night = await logged(client, ben, ago(hours=20), ago(hours=12))
+            # The replica has not replayed the night (nor the rebuild's own mark): the primary is read.
+            assert await _rebuilt_from(timelined, ana) == "primary"
+            assert night["id"] in await _timeline_records(timeline_of(timelined), ana)
+        await caught_up(primary, timelined)
+        # Replaying again, the replica passes the rebuild's fence within a sample or two: it is read.
+        assert await _rebuilt_from(timelined, ana) == "replica"
+        assert night["id"] in await _timeline_records(timeline_of(timelined), ana)
+
+
+async def test_a_replica_stopped_under_load_costs_no_request_a_5xx(
+    primary: PostgresServer, replica: PostgresServer, timelined: FastAPI
+) -> None:
+    async with client_for(timelined) as client:
+        ana, ben, _ = await _people(Api(client))
+        await caught_up(primary, timelined)
         statuses: list[int] = []
         stop = asyncio.Event()
 
@@ -247,46 +306,45 @@ async def test_a_replica_stopped_under_load_costs_no_request_a_5xx(
             await asyncio.sleep(0.5)
             await asyncio.to_thread(replica.stop)
             await asyncio.sleep(1.5)
-            assert replicas_of(routed).replicas[0].status == "down"
-            name = replicas_of(routed).replicas[0].name
+            assert replicas_of(timelined).replicas[0].status == "down"
+            name = replicas_of(timelined).replicas[0].name
             assert (await scrape(client)).value("goodnight_db_replica_lag_seconds", replica=name) == math.inf
+            # With no replica to read, a rebuild reads the primary.
+            assert await timeline_of(timelined).reader.rebuilds.rebuild(uuid.UUID(ana.id))
+            assert len(await _timeline_records(timeline_of(timelined), ana)) == 3
             await asyncio.to_thread(replica.start)
-            await caught_up(primary, routed)
-            served = routing_of(routed).reads["replica"]
+            await caught_up(primary, timelined)
+            served = routing_of(timelined).reads["replica"]
             await asyncio.sleep(0.5)
         finally:
             stop.set()
             await asyncio.gather(*readers)
         assert statuses
         assert set(statuses) == {200}, {status: statuses.count(status) for status in set(statuses)}
-        assert routing_of(routed).reads["replica"] > served  # used again once it was back
+        assert routing_of(timelined).reads["replica"] > served  # used again once it was back
 
 
 async def test_read_your_writes_holds_across_processes(
-    tmp_path: Path, primary: PostgresServer, replica: PostgresServer, paused: None
+    tmp_path: Path, primary: PostgresServer, replica: PostgresServer, redis: RedisServer, paused: None
 ) -> None:
-    redis = RedisServer().start()
-    try:
-        env = clean_env(
-            GOODNIGHT_DATABASE_URL=primary.url,
-            GOODNIGHT_DATABASE_REPLICA_URLS=replica.url,
-            GOODNIGHT_REDIS_URL=redis.url,
-        )
-        with (
-            serving(tmp_path, env, log_name="one.log") as one,
-            serving(tmp_path, env, log_name="two.log") as two,
+    env = clean_env(
+        GOODNIGHT_DATABASE_URL=primary.url,
+        GOODNIGHT_DATABASE_REPLICA_URLS=replica.url,
+        GOODNIGHT_REDIS_URL=redis.url,
+    )
+    with (
+        serving(tmp_path, env, log_name="one.log") as one,
+        serving(tmp_path, env, log_name="two.log") as two,
+    ):
+        async with (
+            httpx.AsyncClient(base_url=one.api_url) as first,
+            httpx.AsyncClient(base_url=two.api_url) as second,
         ):
-            async with (
-                httpx.AsyncClient(base_url=one.api_url) as first,
-                httpx.AsyncClient(base_url=two.api_url) as second,
-            ):
-                ana = await Api(first).register()
-                renamed = await Api(first).rename(ana, "Written on one")
-                assert renamed.status_code == 200
-                me = await second.get("/users/me", headers=ana.headers)
-                assert me.status_code == 200, me.text
-                assert me.json()["name"] == "Written on one"
-                ready = (await second.get("/health/ready")).json()["read_replicas"]
-                assert ready["reads_from_replicas"] == 0  # the replica is paused: it had to be the primary
-    finally:
-        redis.close()
+            ana = await Api(first).register()
+            renamed = await Api(first).rename(ana, "Written on one")
+            assert renamed.status_code == 200
+            me = await second.get("/users/me", headers=ana.headers)
+            assert me.status_code == 200, me.text
+            assert me.json()["name"] == "Written on one"
+            ready = (await second.get("/health/ready")).json()["read_replicas"]
+            assert ready["reads_from_replicas"] == 0  # the replica is paused: it had to be the primary

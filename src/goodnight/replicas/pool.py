@@ -3,7 +3,8 @@
 Every ``SAMPLE_SECONDS`` one task per process asks the primary where its WAL ends and each replica how far
 it has replayed. A replica's lag is how long ago the primary stood where the replica stands now (from the
 recent samples), so an idle primary never makes a replica look behind, and a paused one falls behind only
-while the primary moves on. Requests never query positions: they compare against the last sample.
+while the primary moves on. Requests never query positions: they compare against the last sample. Background
+reads that need a replica past a position of now wait for the next samples instead (``replica_past``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ logger = logging.getLogger("goodnight.replicas")
 SAMPLE_SECONDS = 0.5
 # A replica that does not answer a sample within this is counted as down until it does.
 SAMPLE_TIMEOUT_SECONDS = 1.0
+# How long ``replica_past`` waits for the samples to show a replica past a position of now: the next round
+# usually does (healthy replicas replay within milliseconds); the one after covers a round that was already
+# under way when the position was taken.
+FENCE_WAIT_SECONDS = 2 * SAMPLE_SECONDS
 PRIMARY_POSITION = sa.text("SELECT pg_current_wal_lsn()")
 REPLAYED_POSITION = sa.text("SELECT pg_last_wal_replay_lsn()")
 
@@ -78,6 +83,7 @@ class ReplicaSet:
         self._history = _PrimaryHistory(horizon_seconds=self.max_lag * 4 + SAMPLE_SECONDS * 4)
         self._task: asyncio.Task[None] | None = None
         self._failures = BackgroundFailures(logger, is_database_unavailable)
+        self._sampled = asyncio.Condition()  # notified after every round of samples
 
     def choose(self, position: int) -> Replica | None:
         """A healthy replica that has replayed ``position``, in turn; None sends the read to the primary."""
@@ -85,6 +91,19 @@ class ReplicaSet:
         if not eligible:
             return None
         return eligible[next(self._turn) % len(eligible)]
+
+    async def replica_past(self, position: int, *, within: float = FENCE_WAIT_SECONDS) -> Replica | None:
+        """A healthy replica that has replayed ``position``, waiting up to ``within`` seconds for the samples
+        to show one; None (read the primary) when none does in time, or none is healthy to wait for."""
+        try:
+            async with asyncio.timeout(within), self._sampled:
+                while (replica := self.choose(position)) is None:
+                    if all(replica.status != "ok" for replica in self.replicas):
+                        return None
+                    await self._sampled.wait()
+                return replica
+        except TimeoutError:
+            return None
 
     def mark_down(self, replica: Replica) -> None:
         """A read found the replica unreachable: skip it until a sample finds it answering again."""
@@ -99,6 +118,8 @@ class ReplicaSet:
         now = time.monotonic()
         self._history.add(now, position)
         await asyncio.gather(*(self._sample(replica, now) for replica in self.replicas))
+        async with self._sampled:
+            self._sampled.notify_all()
 
     async def _sample(self, replica: Replica, now: float) -> None:
         try:

@@ -50,7 +50,20 @@ class ReadRouting:
     @asynccontextmanager
     async def session(self, user_id: uuid.UUID | None) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work on a replica that has replayed the user's writes, else on the primary."""
-        replica = await self._replica_for(user_id)
+        async with self._read_on(await self._replica_for(user_id)) as session:
+            yield session
+
+    @asynccontextmanager
+    async def fenced_session(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work on a replica that has replayed everything committed on the primary so far
+        (waiting for the samples to show one, a second at most), else on the primary."""
+        position = await self._primary_position()
+        async with self._read_on(await self.replicas.replica_past(position)) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _read_on(self, replica: Replica | None) -> AsyncIterator[AsyncSession]:
+        """A session on ``replica``, or on the primary (None, or the replica is found gone)."""
         session = replica.sessions() if replica is not None else self.database.reader()
         if replica is not None:
             try:
@@ -83,11 +96,14 @@ class ReadRouting:
     async def wrote(self, user_id: uuid.UUID) -> None:
         """After ``user_id``'s write committed: their reads wait for a replica that has replayed it."""
         try:
-            async with self._autocommit.connect() as connection:
-                position = int(await connection.scalar(PRIMARY_POSITION))
+            position = await self._primary_position()
         except Exception as exc:
             if not is_database_unavailable(exc):
                 raise
             logger.warning("could not read the primary's position after a write: %s", exc)
             return
         await self.positions.remember(user_id, position)
+
+    async def _primary_position(self) -> int:
+        async with self._autocommit.connect() as connection:
+            return int(await connection.scalar(PRIMARY_POSITION))
