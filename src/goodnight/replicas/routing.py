@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Database, is_database_unavailable
 from goodnight.observability import metrics
-from goodnight.replicas.pool import PRIMARY_POSITION, Replica, ReplicaSet
+from goodnight.replicas.pool import Replica, ReplicaSet
 from goodnight.replicas.positions import WritePositions
+from goodnight.replicas.replication import ReplicationUnsupported
 
 logger = logging.getLogger("goodnight.replicas")
 
@@ -57,8 +58,9 @@ class ReadRouting:
     async def fenced_session(self) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work on a replica that has replayed everything committed on the primary so far
         (waiting for the samples to show one, a second at most), else on the primary."""
-        position = await self._primary_position()
-        async with self._read_on(await self.replicas.replica_past(position)) as session:
+        position = await self.primary_position()
+        replica = None if position is None else await self.replicas.replica_past(position)
+        async with self._read_on(replica) as session:
             yield session
 
     @asynccontextmanager
@@ -95,15 +97,20 @@ class ReadRouting:
 
     async def wrote(self, user_id: uuid.UUID) -> None:
         """After ``user_id``'s write committed: their reads wait for a replica that has replayed it."""
+        position = await self.primary_position()
+        if position is not None:
+            await self.positions.remember(user_id, position)
+
+    async def primary_position(self) -> int | None:
+        """Where the primary's writes stand now; None when it cannot tell: unreachable (logged here), or
+        its positions stopped being comparable (the sampler has reported it, and reads no replica)."""
         try:
-            position = await self._primary_position()
+            async with self._autocommit.connect() as connection:
+                return await self.replicas.replication.primary_position(connection)
+        except ReplicationUnsupported:
+            return None
         except Exception as exc:
             if not is_database_unavailable(exc):
                 raise
-            logger.warning("could not read the primary's position after a write: %s", exc)
-            return
-        await self.positions.remember(user_id, position)
-
-    async def _primary_position(self) -> int:
-        async with self._autocommit.connect() as connection:
-            return int(await connection.scalar(PRIMARY_POSITION))
+            logger.warning("could not read the primary's replication position: %s", exc)
+            return None
