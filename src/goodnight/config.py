@@ -31,6 +31,10 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+# The servers whose replicas can be read, by SQLAlchemy backend name (MariaDB answers to both of its).
+_REPLICATED_SERVERS = {"postgresql": "postgresql", "mysql": "mariadb", "mariadb": "mariadb"}
+
+
 class ConfigurationError(RuntimeError):
     """Raised at start-up when the settings cannot run a safe service."""
 
@@ -65,8 +69,8 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1)
     # How long a request waits for a free database connection before it is refused with 503.
     database_pool_timeout_seconds: float = Field(default=3.0, gt=0)
-    # Read replicas of the primary (comma-separated URLs, PostgreSQL): reads that tolerate a moment's
-    # staleness go to them, a user's own writes excepted (docs/operations.md, "Read replicas").
+    # Read replicas of the primary (comma-separated URLs, PostgreSQL or MariaDB): reads that tolerate a
+    # moment's staleness go to them, a user's own writes excepted (docs/operations.md, "Read replicas").
     database_replica_urls: str = ""
     # A replica further behind than this is skipped until it catches up.
     replica_max_lag_seconds: float = Field(default=2.0, gt=0)
@@ -153,11 +157,12 @@ class Settings(BaseSettings):
             except ArgumentError as exc:
                 message = f"GOODNIGHT_DATABASE_REPLICA_URLS: not a database URL: {exc}"
                 raise ConfigurationError(message) from None
-            if backend != "postgresql" or make_url(self.database_url).get_backend_name() != "postgresql":
-                # Read-your-writes compares WAL positions, which only PostgreSQL's replicas report here.
+            primary = _REPLICATED_SERVERS.get(make_url(self.database_url).get_backend_name())
+            if primary is None or _REPLICATED_SERVERS.get(backend) != primary:
+                # Read-your-writes compares replication positions: PostgreSQL's WAL, MariaDB's GTIDs.
                 raise ConfigurationError(
-                    "GOODNIGHT_DATABASE_REPLICA_URLS: read replicas need PostgreSQL, for the primary and "
-                    "every replica"
+                    "GOODNIGHT_DATABASE_REPLICA_URLS: read replicas need PostgreSQL or MariaDB, the primary "
+                    "and every replica on the same one (SQLite has no replicas)"
                 )
         return self
 

@@ -179,6 +179,8 @@ class ReadRouting(Protocol):
 
     def connection(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncConnection]: ...
 
+    def fenced_session(self) -> AbstractAsyncContextManager[AsyncSession]: ...
+
     async def wrote(self, user_id: uuid.UUID) -> None: ...
 
 
@@ -228,6 +230,15 @@ class Database:
         if self.routing is None:
             return self._read_engine.connect()
         return self.routing.connection(user_id)
+
+    def fenced_session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A read that sees everything committed on the primary before it was asked for, as a read on the
+        primary would. With replicas, it takes the primary's position first and waits a moment for a replica
+        that has replayed past it (else it reads the primary): for background work such as a timeline
+        rebuild, which can spare the wait."""
+        if self.routing is None:
+            return self.reader()
+        return self.routing.fenced_session()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -94,6 +94,17 @@ def _read_routing(settings: Settings, database: Database, timeline: Timeline | N
     return database.routing
 
 
+async def _start_replicas(routing: ReadRouting, database: Database) -> None:
+    """First, since it may refuse to start (a primary whose replicas cannot be followed): then nothing
+    else has started yet, and the connections it opened are closed."""
+    try:
+        await routing.replicas.start()
+    except BaseException:
+        await routing.replicas.close()
+        await database.dispose()
+        raise
+
+
 @asynccontextmanager
 async def outbox_consumers(settings: Settings, database: Database, handlers: Handlers) -> AsyncIterator[None]:
     """A ``goodnight worker`` process's consumers of the outbox: the timelines' fanout, when Redis is set."""
@@ -130,10 +141,10 @@ def create_app(
         app.state.services = services
         if tracing is not None:
             _trace_services(tracing, services)
+        if services.read_routing is not None:
+            await _start_replicas(services.read_routing, services.database)
         # Before serving: a process must know every revocation in force before it accepts a token.
         await services.revocations.start()
-        if services.read_routing is not None:
-            services.read_routing.replicas.start()
         services.jobs.start()
         timeline = services.timeline
         metrics = ProcessMetrics.start(

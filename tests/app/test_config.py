@@ -48,3 +48,38 @@ def test_default_database_is_sqlite_in_the_working_directory() -> None:
     settings = Settings()
     assert settings.is_sqlite
     assert settings.sqlite_path() == Path("goodnight.db")
+
+
+PG = "postgresql+asyncpg://goodnight@db:5432/goodnight"
+MARIADB = "mysql+asyncmy://goodnight@db:3306/goodnight"
+
+
+@pytest.mark.parametrize(
+    ("primary", "replicas"),
+    [
+        (PG, "postgresql+asyncpg://goodnight@replica-1:5432/goodnight,postgresql+asyncpg://r@replica-2/g"),
+        (MARIADB, "mysql+asyncmy://goodnight@replica-1:3306/goodnight,mariadb+asyncmy://r@replica-2/g"),
+    ],
+)
+def test_replicas_on_postgresql_or_mariadb_are_accepted(primary: str, replicas: str) -> None:
+    settings = Settings(database_url=primary, database_replica_urls=replicas)
+    assert len(settings.replica_url_list) == 2
+
+
+@pytest.mark.parametrize(
+    ("primary", "replicas"),
+    [
+        ("sqlite+aiosqlite:///goodnight.db", "sqlite+aiosqlite:///copy.db"),
+        ("sqlite+aiosqlite:///goodnight.db", PG),
+        (PG, MARIADB),
+        (MARIADB, f"{MARIADB},{PG}"),
+    ],
+)
+def test_replicas_need_postgresql_or_mariadb_throughout(primary: str, replicas: str) -> None:
+    with pytest.raises(ConfigurationError, match="read replicas need PostgreSQL or MariaDB"):
+        Settings(database_url=primary, database_replica_urls=replicas)
+
+
+def test_a_replica_url_that_does_not_parse_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="not a database URL"):
+        Settings(database_url=PG, database_replica_urls="replica-1:5432")

@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import asyncpg
+
 from tests.support.redis_server import free_port
 
 COMMAND_TIMEOUT_S = 60.0
@@ -150,6 +152,29 @@ class PostgresServer:
         if self.running:
             self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "immediate", "-w", "-t", "60")
             self.running = False
+
+    async def _execute(self, statement: str) -> object:
+        """One statement on a connection of its own; its first value."""
+        connection = await asyncpg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", database="postgres"
+        )
+        try:
+            return await connection.fetchval(statement)
+        finally:
+            await connection.close()
+
+    async def pause_replay(self) -> None:
+        """The standby goes on receiving the primary's WAL, but replays none of it."""
+        await self._execute("SELECT pg_wal_replay_pause()")
+
+    async def resume_replay(self) -> None:
+        await self._execute("SELECT pg_wal_replay_resume()")
+
+    async def commits(self) -> int:
+        """Transactions clients committed here (replay on a standby is not counted). The statistics are
+        flushed within a second or so."""
+        sql = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"
+        return int(await self._execute(sql))  # type: ignore[call-overload]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

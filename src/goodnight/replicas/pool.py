@@ -1,9 +1,11 @@
 """The replicas, their sampled health, and the choice of one for a read.
 
-Every ``SAMPLE_SECONDS`` one task per process asks the primary where its WAL ends and each replica how far
-it has replayed. A replica's lag is how long ago the primary stood where the replica stands now (from the
-recent samples), so an idle primary never makes a replica look behind, and a paused one falls behind only
-while the primary moves on. Requests never query positions: they compare against the last sample.
+Every ``SAMPLE_SECONDS`` one task per process asks the primary where its writes stand and each replica how
+far it has replayed them (``replication``: WAL positions on PostgreSQL, GTIDs on MariaDB). A replica's lag
+is how long ago the primary stood where the replica stands now (from the recent samples), so an idle primary
+never makes a replica look behind, and a paused one falls behind only while the primary moves on. Requests
+never query positions: they compare against the last sample. Background reads that need a replica past a
+position of now wait for the next samples instead (``replica_past``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -25,13 +26,18 @@ from goodnight.config import Settings
 from goodnight.db import create_engine, is_database_unavailable, read_sessions
 from goodnight.kit.background import BackgroundFailures
 from goodnight.observability import metrics
+from goodnight.replicas.replication import ReplicationUnsupported, replication_for
 
 logger = logging.getLogger("goodnight.replicas")
 SAMPLE_SECONDS = 0.5
 # A replica that does not answer a sample within this is counted as down until it does.
 SAMPLE_TIMEOUT_SECONDS = 1.0
-PRIMARY_POSITION = sa.text("SELECT pg_current_wal_lsn()")
-REPLAYED_POSITION = sa.text("SELECT pg_last_wal_replay_lsn()")
+# How long ``replica_past`` waits for the samples to show a replica past a position of now: the next round
+# usually does (healthy replicas replay within milliseconds); the one after covers a round that was already
+# under way when the position was taken.
+FENCE_WAIT_SECONDS = 2 * SAMPLE_SECONDS
+
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 
 ReplicaStatus = Literal["ok", "lagging", "down"]
 
@@ -73,11 +79,15 @@ class ReplicaSet:
     def __init__(self, settings: Settings, primary: AsyncEngine) -> None:
         self.max_lag = settings.replica_max_lag_seconds
         self._primary = primary
+        self.replication = replication_for(settings.database_url)
+        self._checked = False  # the primary's replication, once it first answers
+        self._refusing = False  # the primary's positions stopped being comparable: no replica is read
         self.replicas = [_replica(url, settings) for url in settings.replica_url_list]
         self._turn = itertools.count()
         self._history = _PrimaryHistory(horizon_seconds=self.max_lag * 4 + SAMPLE_SECONDS * 4)
         self._task: asyncio.Task[None] | None = None
         self._failures = BackgroundFailures(logger, is_database_unavailable)
+        self._sampled = asyncio.Condition()  # notified after every round of samples
 
     def choose(self, position: int) -> Replica | None:
         """A healthy replica that has replayed ``position``, in turn; None sends the read to the primary."""
@@ -85,6 +95,19 @@ class ReplicaSet:
         if not eligible:
             return None
         return eligible[next(self._turn) % len(eligible)]
+
+    async def replica_past(self, position: int, *, within: float = FENCE_WAIT_SECONDS) -> Replica | None:
+        """A healthy replica that has replayed ``position``, waiting up to ``within`` seconds for the samples
+        to show one; None (read the primary) when none does in time, or none is healthy to wait for."""
+        try:
+            async with asyncio.timeout(within), self._sampled:
+                while (replica := self.choose(position)) is None:
+                    if all(other.status != "ok" for other in self.replicas):
+                        return None
+                    await self._sampled.wait()
+                return replica
+        except TimeoutError:
+            return None
 
     def mark_down(self, replica: Replica) -> None:
         """A read found the replica unreachable: skip it until a sample finds it answering again."""
@@ -95,15 +118,21 @@ class ReplicaSet:
     async def sample(self) -> None:
         """One round of positions: the primary's, then every replica's at once."""
         async with self._primary.connect() as connection:
-            position = int(await connection.scalar(PRIMARY_POSITION))
+            if not self._checked:
+                await self.replication.check(connection)
+                self._checked = True
+            position = await self.replication.primary_position(connection)
+        self._refusing = False
         now = time.monotonic()
         self._history.add(now, position)
         await asyncio.gather(*(self._sample(replica, now) for replica in self.replicas))
+        async with self._sampled:
+            self._sampled.notify_all()
 
     async def _sample(self, replica: Replica, now: float) -> None:
         try:
             async with asyncio.timeout(SAMPLE_TIMEOUT_SECONDS), replica.engine.connect() as connection:
-                replayed = await connection.scalar(REPLAYED_POSITION)
+                replayed = await self.replication.replayed_position(connection)
         except Exception as exc:
             if replica.status != "down":
                 logger.warning("replica %s stopped answering: %s", replica.name, exc)
@@ -112,7 +141,7 @@ class ReplicaSet:
         if replayed is None:  # not a standby (a promoted replica, a misconfigured URL): never read from it
             self._down(replica)
             return
-        replica.replayed = int(replayed)
+        replica.replayed = replayed
         replica.lag_seconds = round(self._history.lag(replica.replayed, now), 3)
         healthy = replica.lag_seconds <= self.max_lag
         if replica.status == "down" and healthy:
@@ -124,16 +153,35 @@ class ReplicaSet:
         replica.status, replica.lag_seconds = "down", None
         metrics.replica_sampled(replica.name, None)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Take the first samples, then sample in the background. A primary whose positions cannot be
+        compared stops the start-up (``ReplicationUnsupported``); one that cannot be reached yet is checked
+        by the samples, once it answers."""
+        try:
+            await self.sample()
+        except ReplicationUnsupported:
+            raise
+        except Exception as exc:
+            self._failures.report(exc, "could not sample the primary's replication position")
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(SAMPLE_SECONDS)
             try:
                 await self.sample()
+            except ReplicationUnsupported as exc:  # the primary changed under us (a second GTID domain)
+                self._refuse(exc)
             except Exception as exc:  # the primary is away: keep the last view, try again next round
-                self._failures.report(exc, "could not sample the primary's WAL position")
-            await asyncio.sleep(SAMPLE_SECONDS)
+                self._failures.report(exc, "could not sample the primary's replication position")
+
+    def _refuse(self, exc: ReplicationUnsupported) -> None:
+        """No replica can be trusted any more: read the primary only, and say why (once, not every round)."""
+        if not self._refusing:
+            logger.error("reading from no replica until the primary can be followed again: %s", exc)
+            self._refusing = True
+        for replica in self.replicas:
+            self._down(replica)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -148,7 +196,7 @@ def _replica(url: str, settings: Settings) -> Replica:
     parsed = make_url(url)
     engine = create_engine(settings.model_copy(update={"database_url": url}))
     return Replica(
-        name=f"{parsed.host}:{parsed.port or 5432}",
+        name=f"{parsed.host}:{parsed.port or DEFAULT_PORTS.get(parsed.get_backend_name(), '')}",
         engine=engine,
         sessions=read_sessions(engine),
     )

@@ -1,4 +1,5 @@
-"""Where each user's latest write sits in the primary's write-ahead log, remembered across processes.
+"""Where each user's latest write sits in the primary's replication stream (``replication``: a WAL position
+on PostgreSQL, a GTID sequence number on MariaDB), remembered across processes.
 
 A position only matters while some healthy replica could still be behind it. A replica is healthy while it
 lags less than ``max_lag`` behind the primary's sampled positions, so a position older than that plus two

@@ -14,8 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from goodnight.db import Database, is_database_unavailable
 from goodnight.observability import metrics
-from goodnight.replicas.pool import PRIMARY_POSITION, Replica, ReplicaSet
+from goodnight.replicas.pool import Replica, ReplicaSet
 from goodnight.replicas.positions import WritePositions
+from goodnight.replicas.replication import ReplicationUnsupported
 
 logger = logging.getLogger("goodnight.replicas")
 
@@ -50,12 +51,26 @@ class ReadRouting:
     @asynccontextmanager
     async def session(self, user_id: uuid.UUID | None) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work on a replica that has replayed the user's writes, else on the primary."""
-        replica = await self._replica_for(user_id)
+        async with self._read_on(await self._replica_for(user_id)) as session:
+            yield session
+
+    @asynccontextmanager
+    async def fenced_session(self) -> AsyncIterator[AsyncSession]:
+        """A read-only unit of work on a replica that has replayed everything committed on the primary so far
+        (waiting for the samples to show one, a second at most), else on the primary."""
+        position = await self.primary_position()
+        replica = None if position is None else await self.replicas.replica_past(position)
+        async with self._read_on(replica) as session:
+            yield session
+
+    @asynccontextmanager
+    async def _read_on(self, replica: Replica | None) -> AsyncIterator[AsyncSession]:
+        """A session on ``replica``, or on the primary (None, or the replica is found gone)."""
         session = replica.sessions() if replica is not None else self.database.reader()
         if replica is not None:
             try:
-                # Check out (and ping) the connection now, so a replica that has just died is found before any
-                # of the request's work has run, and the read moves to the primary.
+                # Check out the connection now, so a replica that has just died is found before any of the
+                # request's work has run, and the read moves to the primary.
                 await session.connection()
             except Exception as exc:
                 await session.close()
@@ -88,12 +103,20 @@ class ReadRouting:
 
     async def wrote(self, user_id: uuid.UUID) -> None:
         """After ``user_id``'s write committed: their reads wait for a replica that has replayed it."""
+        position = await self.primary_position()
+        if position is not None:
+            await self.positions.remember(user_id, position)
+
+    async def primary_position(self) -> int | None:
+        """Where the primary's writes stand now; None when it cannot tell: unreachable (logged here), or
+        its positions stopped being comparable (the sampler has reported it, and reads no replica)."""
         try:
             async with self._autocommit.connect() as connection:
-                position = int(await connection.scalar(PRIMARY_POSITION))
+                return await self.replicas.replication.primary_position(connection)
+        except ReplicationUnsupported:
+            return None
         except Exception as exc:
             if not is_database_unavailable(exc):
                 raise
-            logger.warning("could not read the primary's position after a write: %s", exc)
-            return
-        await self.positions.remember(user_id, position)
+            logger.warning("could not read the primary's replication position: %s", exc)
+            return None
