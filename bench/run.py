@@ -266,6 +266,11 @@ class Run:
         for name, pool in pools.items():
             paths: list[tuple[str, str | None]] = [("/api/v1/health", None)]
             paths += [("/api/v1/users/me", role_token["light_user"])]
+            median = people["median_user"]["id"]
+            paths += [
+                (f"/api/v1/users/{median}{part}", role_token["light_user"])
+                for part in ("", "/followers", "/followings")
+            ]
             paths += [(FEED, role_token[role]) for role in self.feed_roles]
             await warm_up(pool, paths, rounds=5)
             print(f"warmed up {name}")
@@ -425,6 +430,11 @@ class Run:
             ("health", "/health", "/api/v1/health", "wrk_plain.lua", None, None),
             ("me", "/users/me", "/api/v1/users/me", "wrk_auth.lua", "light_user", None),
         ]
+        # Someone else's profile and lists, as the light user sees them: the median user's.
+        median = people["median_user"]["id"]
+        for name, part in (("user", ""), ("followers", "/followers"), ("followings", "/followings")):
+            path = f"/api/v1/users/{median}{part}"
+            plan.append((name, f"/users/{{id}}{part}", path, "wrk_auth.lua", "light_user", None))
         for role in self.feed_roles:
             short = SHORT[role]
             plan.append((f"feed {short} p1", f"feed {short} p1", FEED, "wrk_auth.lua", role, 1))

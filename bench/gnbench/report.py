@@ -164,6 +164,32 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         True,
         f"{_num(rps(heavy_redis))} vs {_num(rps(health))} rps",
     )
+    add(
+        "Redis light feed throughput / Redis /health throughput",
+        _ratio(rps(light_redis), rps(health)),
+        0.5,
+        True,
+        f"{_num(rps(light_redis))} vs {_num(rps(health))} rps",
+    )
+    # Profiles and lists, on each server against its own /health (the SQL server has no Redis to cache with).
+    for server in ("redis", "sql"):
+        own_health = _endpoint(results, server, "health")
+        for name, title, limit in (
+            ("me", "GET /users/me", 0.4),
+            ("user", "GET /users/{id}", 0.25),
+            ("followers", "GET /users/{id}/followers", 0.25),
+            ("followings", "GET /users/{id}/followings", 0.25),
+        ):
+            row = _endpoint(results, server, name)
+            if row is None:
+                continue
+            add(
+                f"{title} throughput / /health throughput ({'SQL' if server == 'sql' else 'Redis'} path)",
+                _ratio(rps(row), rps(own_health)),
+                limit,
+                True,
+                f"{_num(rps(row))} vs {_num(rps(own_health))} rps",
+            )
 
     def single(row: dict[str, Any] | None) -> float | None:
         value = ((row or {}).get("single_client") or {}).get("latency_ms", {}).get("p50")

@@ -35,6 +35,7 @@ from goodnight.jobs.runtime import Jobs
 from goodnight.ratelimit.limiter import RateLimiter
 from goodnight.replicas.routing import ReadRouting
 from goodnight.timeline.runtime import Timeline
+from goodnight.users.profiles import CachedProfiles
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Services:
     fast_feed: FastFeed | None = None
     timeline: Timeline | None = None
     read_routing: ReadRouting | None = None  # reads sent to replicas, when any are configured
+    profiles: CachedProfiles | None = None  # profiles kept in memory, when Redis can tell of writes
 
     @property
     def events(self) -> Events:

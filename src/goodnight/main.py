@@ -43,8 +43,10 @@ from goodnight.replicas.positions import WritePositions
 from goodnight.replicas.routing import ReadRouting
 from goodnight.sleep.router import router as sleep_router
 from goodnight.sleep.router import summary_router as sleep_summary_router
+from goodnight.socials.router import FAST_LANES as SOCIALS_LANES
 from goodnight.socials.router import router as socials_router
 from goodnight.timeline.runtime import Timeline, TimelineWriter
+from goodnight.users.profiles import CachedProfiles, ProfileVersions
 from goodnight.users.router import FAST_LANES as USERS_LANES
 from goodnight.users.router import public_router as users_public_router
 from goodnight.users.router import router as users_router
@@ -65,9 +67,16 @@ def build_services(settings: Settings, *, traced: bool = False) -> Services:
     revocations = RevocationFeed(settings)
     handlers = Handlers()
     timeline = None
+    profiles = None
     if settings.redis_url:
         timeline = Timeline.build(settings, database, lean_reads=not traced)
+        versions = ProfileVersions(timeline.redis, timeline.lean)
+        # First: a profile's bump must not wait on (or be skipped by) the timelines' heavier handlers.
+        versions.subscribe(handlers)
         timeline.subscribe(handlers)
+        # Not beside replicas: a profile loaded from a replica behind its owner's last write would be kept
+        # under the version that write set, and served to the owner.
+        profiles = CachedProfiles(versions) if not settings.replica_url_list else None
     return Services(
         settings=settings,
         database=database,
@@ -78,6 +87,7 @@ def build_services(settings: Settings, *, traced: bool = False) -> Services:
         jobs=Jobs(database, settings, handlers, embedded=settings.embedded_worker),
         fast_feed=timeline.reader if timeline is not None else None,
         timeline=timeline,
+        profiles=profiles,
         read_routing=_read_routing(settings, database, timeline),
     )
 
@@ -112,6 +122,7 @@ async def outbox_consumers(settings: Settings, database: Database, handlers: Han
         yield
         return
     timeline = TimelineWriter.build(settings, database)
+    ProfileVersions(timeline.redis).subscribe(handlers)
     timeline.subscribe(handlers)
     try:
         yield
@@ -176,6 +187,9 @@ def create_app(
         openapi_url="/openapi.json",
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own OpenTelemetry layer is off: traces come from ``observability.tracing`` (only when the
+        # OTEL_* variables ask for them), and the native layer asked the global providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     _install_middleware(app, settings)
@@ -205,7 +219,7 @@ def _install_fast_lanes(app: FastAPI) -> None:
     """The hottest reads' fast lanes (``kit.fast_lane``), around the router: inside the exception handlers
     and every middleware, as the routes they stand in for are. Starlette's ``Router`` calls its
     ``middleware_stack``, which FastAPI does not otherwise use."""
-    lanes = [lane.under(API_PREFIX) for lane in (*FEED_LANES, *USERS_LANES)]
+    lanes = [lane.under(API_PREFIX) for lane in (*FEED_LANES, *USERS_LANES, *SOCIALS_LANES)]
     app.router.middleware_stack = FastLanes(app.router.middleware_stack, lanes)
 
 

@@ -22,6 +22,8 @@ from tests.support.envelope import assert_error
 from tests.support.times import iso
 
 FEED = "/sleep_records/followings"
+SOMEONE = "{someone}"
+FOLLOWERS = f"/users/{SOMEONE}/followers"
 
 
 def lanes_of(app: FastAPI) -> FastLanes:
@@ -100,13 +102,23 @@ async def test_the_lanes_answer_byte_for_byte_what_the_routes_answer(
         f"{FEED}?per_page=100&start_index=0",
         f"{FEED}?start_index=1&per_page=1",
         f"{FEED}?start_index=1000000",
+        f"/users/{author.id}/followers",
+        f"/users/{author.id}/followers?limit=1",
+        f"/users/{reader.id}/followings?limit=100",
+        f"/users/{author.id}/followings",
     ]
     for path in paths:
         assert (await both_ways(app, client, path, reader)).status_code == 200, path
     first = (await client.get(f"{FEED}?per_page=1", headers=reader.headers)).json()
     cursor = first["pagination"]["next_cursor"]
     await both_ways(app, client, f"{FEED}?per_page=1&cursor={cursor}", reader)
-    assert sum((lanes_of(app).served - served).values()) == len(paths) + 2
+    fan = await api.register()
+    await api.follow(fan, author)
+    first = (await client.get(f"/users/{author.id}/followers?limit=1", headers=reader.headers)).json()
+    cursor = first["pagination"]["next_cursor"]
+    second = await both_ways(app, client, f"/users/{author.id}/followers?limit=1&cursor={cursor}", reader)
+    assert [person["id"] for person in second.json()["data"]] == [reader.id]
+    assert sum((lanes_of(app).served - served).values()) == len(paths) + 4
 
 
 async def test_errors_raised_in_a_lane_are_the_routes_errors(app: FastAPI, client: httpx.AsyncClient) -> None:
@@ -117,9 +129,15 @@ async def test_errors_raised_in_a_lane_are_the_routes_errors(app: FastAPI, clien
         ("/users/0194f0f0-0000-7000-8000-000000000000", 404, "not_found"),
         ("/users/not-an-id", 404, "not_found"),
         (f"{FEED}?cursor=not-a-cursor", 422, "validation_error"),
+        ("/users/0194f0f0-0000-7000-8000-000000000000/followers", 404, "not_found"),
+        ("/users/not-an-id/followings", 404, "not_found"),
+        (f"/users/{reader.id}/followers?cursor=not-a-cursor", 422, "validation_error"),
     ]:
         assert_error(await both_ways(app, client, path, reader), status, code)
-    assert sum((lanes_of(app).served - served).values()) == 3
+    # Nobody on the page, yet the user exists: an empty page, not a 404.
+    empty = await both_ways(app, client, f"/users/{reader.id}/followers", reader)
+    assert empty.json() == {"data": [], "pagination": {"next_cursor": None}}
+    assert sum((lanes_of(app).served - served).values()) == 7
 
 
 @pytest.mark.parametrize(
@@ -138,6 +156,11 @@ async def test_errors_raised_in_a_lane_are_the_routes_errors(app: FastAPI, clien
         (f"{FEED}?start_index=1000001", 422, "validation_error"),
         (f"{FEED}?cursor=", 422, "validation_error"),
         (f"{FEED}?cursor={'x' * 513}", 422, "validation_error"),
+        (f"{FOLLOWERS}?limit=0", 422, "validation_error"),
+        (f"{FOLLOWERS}?limit=101", 422, "validation_error"),
+        (f"{FOLLOWERS}?limit=1.0", 200, ""),  # pydantic takes it; the lane leaves it to pydantic
+        (f"{FOLLOWERS}?limit=1&limit=2", 200, ""),
+        (f"{FOLLOWERS}?cursor=", 422, "validation_error"),
     ],
 )
 async def test_parameters_out_of_the_ordinary_go_to_the_declared_route(
@@ -145,7 +168,7 @@ async def test_parameters_out_of_the_ordinary_go_to_the_declared_route(
 ) -> None:
     reader = await Api(client).register()
     served = lanes_of(app).served.copy()
-    response = await both_ways(app, client, path, reader)
+    response = await both_ways(app, client, path.replace(SOMEONE, reader.id), reader)
     if code:
         assert_error(response, status, code)
     else:
@@ -166,7 +189,13 @@ async def test_a_request_without_a_valid_token_gets_the_routes_401(
     app: FastAPI, client: httpx.AsyncClient, headers: dict[str, str]
 ) -> None:
     served = lanes_of(app).served.copy()
-    for path in ("/users/me", "/users/someone", FEED):
+    for path in (
+        "/users/me",
+        "/users/someone",
+        FEED,
+        "/users/someone/followers",
+        "/users/someone/followings",
+    ):
         fast = await client.get(path, headers=headers)
         assert_error(fast, 401, "unauthorized")
         with declared_routes_only(app):
@@ -181,7 +210,8 @@ async def test_other_methods_and_neighbouring_paths_are_not_the_lanes(
     api = Api(client)
     reader = await api.register()
     served = lanes_of(app).served.copy()
-    assert (await client.get(f"/users/{reader.id}/followers", headers=reader.headers)).status_code == 200
+    assert (await client.get(f"/users/{reader.id}/sleep_summary", headers=reader.headers)).status_code == 200
+    assert (await client.get(f"/users/{reader.id}/followers/x", headers=reader.headers)).status_code == 404
     assert (await client.head("/users/me", headers=reader.headers)).status_code in (200, 405)
     assert (await client.get("/users/me/", headers=reader.headers)).status_code in (307, 404)
     assert lanes_of(app).served == served

@@ -136,7 +136,7 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert mixed["cpu_us_per_request"]["api"] > 0
     assert results["write_cpu_us_per_request"]["postgres"] > 0
 
-    assert len(results["targets"]) == 6
+    assert len(results["targets"]) == 15
     assert all(isinstance(row["pass"], bool) for row in results["targets"])
     assert results["charts"] == {}
 
@@ -144,7 +144,7 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     sections = ("## Targets (issue 4)", "## Machine", "## Reads", "## Server CPU per request", "## Commands")
     for section in (*sections, "## Fanout lag"):
         assert section in markdown
-    assert markdown.count("**PASS**") + markdown.count("**MISS**") == 6
+    assert markdown.count("**PASS**") + markdown.count("**MISS**") == 15
     assert "wrk -t2 -c32 -d1s" in markdown
     assert not list(output.glob("*.png"))
 

@@ -16,7 +16,8 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-11-28T22:30:00.000Z"}),
 ]
 
-Limit = Annotated[int, Query(ge=1, le=100, description="Page size, 1..100.")]
+MAX_LIMIT = 100
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Page size, 1..100.")]
 MAX_CURSOR_LENGTH = 512
 Cursor = Annotated[
     str | None,

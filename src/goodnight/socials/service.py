@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from goodnight.db import Reads
 from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from goodnight.jobs.events import Followed, Unfollowed
 from goodnight.jobs.publish import Events
@@ -15,6 +16,7 @@ from goodnight.kit.ids import parse_id
 from goodnight.kit.keyset import split_page
 from goodnight.models import Follow, User
 from goodnight.socials import repository
+from goodnight.socials.repository import ConnectionRow
 from goodnight.users import repository as users
 
 
@@ -93,18 +95,22 @@ async def _user(session: AsyncSession, user_id: uuid.UUID) -> User:
 
 
 async def connections(
-    session: AsyncSession, raw_user_id: str, *, followers: bool, limit: int, cursor: str | None
-) -> tuple[list[User], str | None]:
+    reads: Reads, raw_user_id: str, *, followers: bool, limit: int, cursor: str | None
+) -> tuple[list[ConnectionRow], str | None]:
     after = None
     if cursor is not None:
         after = decode_cursor(cursor, (datetime, uuid.UUID))
     user_id = parse_id(raw_user_id)
-    if user_id is None or not await users.exists(session, user_id):
+    if user_id is None:
         raise NotFound("No user with that id.")
-    rows = await repository.connections(session, user_id, followers=followers, limit=limit, after=after)
+    rows = await repository.connections(reads, user_id, followers=followers, limit=limit, after=after)
+    # Someone on the page proves the user exists (an account's deletion takes its follows with it): only an
+    # empty page costs a second query.
+    if not rows and not await users.exists(reads, user_id):
+        raise NotFound("No user with that id.")
     page, more = split_page(rows, limit)
     next_cursor = None
     if more:
-        last_user, followed_at = page[-1]
-        next_cursor = encode_cursor(followed_at, last_user.id)
-    return [user for user, _ in page], next_cursor
+        last = page[-1]
+        next_cursor = encode_cursor(last.followed_at, last.id)
+    return page, next_cursor

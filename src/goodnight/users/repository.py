@@ -94,8 +94,8 @@ def _people(viewer: uuid.UUID) -> sa.Select[uuid.UUID, str, str, str | None, int
     )
 
 
-async def exists(session: AsyncSession, user_id: uuid.UUID) -> bool:
-    return await session.scalar(sa.select(User.id).where(User.id == user_id)) is not None
+async def exists(reads: Reads, user_id: uuid.UUID) -> bool:
+    return await reads.scalar(sa.select(User.id).where(User.id == user_id)) is not None
 
 
 async def summaries(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, User]:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import TypeAdapter
 
+from goodnight.db import Reads
 from goodnight.deps import (
     AUTHENTICATED,
     CurrentUserId,
@@ -15,6 +18,7 @@ from goodnight.deps import (
 )
 from goodnight.errors import error_responses
 from goodnight.kit.fast_lane import FastLane
+from goodnight.kit.ids import parse_id
 from goodnight.kit.schema import DEFAULT_LIMIT, Cursor
 from goodnight.models import User
 from goodnight.models.user import USERNAME_PREFIX_PATTERN
@@ -78,8 +82,7 @@ async def me_fast(request: Request) -> Response | None:
     user_id = signed_in(request)
     if user_id is None:
         return None
-    async with services_of(request).database.read_connection(user_id) as connection:
-        return _profile(await service.get_me(connection, user_id))
+    return await _profile_served(request, user_id, user_id, lambda reads: service.get_me(reads, user_id))
 
 
 @router.patch("/me", response_model=UserOut, responses=error_responses(401, 413))
@@ -149,14 +152,39 @@ async def get_user_fast(request: Request) -> Response | None:
     reader = signed_in(request)
     if reader is None:
         return None
-    async with services_of(request).database.read_connection(reader) as connection:
-        return _profile(await service.get_user(connection, request.path_params["user_id"]))
+    raw_id = request.path_params["user_id"]
+    return await _profile_served(
+        request, reader, parse_id(raw_id), lambda reads: service.get_user(reads, raw_id)
+    )
+
+
+async def _profile_served(
+    request: Request,
+    reader: uuid.UUID,
+    owner: uuid.UUID | None,
+    read: Callable[[Reads], Awaitable[ProfileRow]],
+) -> Response:
+    """``owner``'s profile for ``reader``: kept in memory while no write has changed it
+    (``users.profiles``), where the process can tell."""
+    services = services_of(request)
+
+    async def load() -> bytes:
+        async with services.database.read_connection(reader) as connection:
+            return _profile_json(await read(connection))
+
+    cached = services.profiles
+    body = await (cached.body(owner, load) if cached is not None and owner is not None else load())
+    return Response(body, media_type="application/json")
 
 
 FAST_LANES = [FastLane("/users/me", me_fast), FastLane("/users/{user_id}", get_user_fast)]
 _USER_OUT = TypeAdapter(UserOut)
 
 
-def _profile(user: ProfileRow) -> Response:
+def _profile_json(user: ProfileRow) -> bytes:
     """What FastAPI makes of ``user`` as the declared ``UserOut``, made once, by the same serializer."""
-    return Response(_USER_OUT.dump_json(UserOut.model_validate(user)), media_type="application/json")
+    return _USER_OUT.dump_json(UserOut.model_validate(user))
+
+
+def _profile(user: ProfileRow) -> Response:
+    return Response(_profile_json(user), media_type="application/json")
