@@ -29,11 +29,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gnbench import report, wrk
+from gnbench import costs, fanout, report, storage, wrk
 from gnbench.cpu import CpuMeter, per_request_us
 from gnbench.dataset import PROFILES, Datasets, Prepared, Profile
 from gnbench.http import Pool
-from gnbench.infra import REPO, HarnessError, Postgres, RedisServer, Server
+from gnbench.infra import REPO, HarnessError, OutboxWorker, Postgres, RedisServer, Server
 from gnbench.workloads import (
     FEED,
     LagProbe,
@@ -123,6 +123,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     load.add_argument("--readers", type=int, default=24, help="Reader pool of the mixed workload.")
     load.add_argument("--writers", type=int, default=8, help="Writer pool of the mixed workload.")
+    load.add_argument(
+        "--outbox-worker",
+        choices=("embedded", "process"),
+        default="embedded",
+        help="Where the Redis server's outbox is drained: in its API processes (default), or by a "
+        "'goodnight worker' process of its own, whose CPU is then reported as a tier apart.",
+    )
+    load.add_argument(
+        "--write-cost-rounds",
+        type=int,
+        default=25,
+        help="Clock-in + clock-out rounds per writer-pool user for the write-cost run (default 25).",
+    )
 
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -183,6 +196,7 @@ class Run:
             base_settings=self.base_settings,
         )
         self.servers: dict[str, Server] = {}
+        self.worker: OutboxWorker | None = None
         self.prepared: Prepared | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------------
@@ -200,8 +214,10 @@ class Run:
                 max_age_hours=self.args.max_age_hours,
                 log_dir=self.folder,
             )
+            sizes = self._storage()
             self._start_servers()
             results = _run_async(self._measure())
+            results["storage"] = sizes
         finally:
             self.stop()
         results["meta"].update(
@@ -222,17 +238,35 @@ class Run:
             "GOODNIGHT_EMBEDDED_WORKER": "1",
         }
         self.servers["sql"] = Server("sql", self.folder, self.args.workers, common)
-        self.servers["redis"] = Server(
-            "redis", self.folder, self.args.workers, {**common, "GOODNIGHT_REDIS_URL": self.redis.url}
-        )
-        for server in self.servers.values():
+        with_redis = {**common, "GOODNIGHT_REDIS_URL": self.redis.url}
+        if self.args.outbox_worker == "process":
+            with_redis["GOODNIGHT_EMBEDDED_WORKER"] = "0"
+            self.worker = OutboxWorker("outbox-worker", self.folder, 1, with_redis)
+        self.servers["redis"] = Server("redis", self.folder, self.args.workers, with_redis)
+        for server in self._processes():
             server.start()
-        for server in self.servers.values():
+        for server in self._processes():
             server.wait_ready()
-            print(f"server {server.name} ready on port {server.port}")
+            print(f"{server.name} ready on port {server.port}")
+
+    def _processes(self) -> list[Server]:
+        return [*self.servers.values(), *([self.worker] if self.worker is not None else [])]
+
+    def _storage(self) -> dict[str, Any]:
+        """Sizes of the dataset as seeded, before any load writes to it."""
+        assert self.prepared is not None
+        print("measuring storage (PostgreSQL tables, Redis keys, fanout reach) ...")
+        database = self.prepared.database
+        return {
+            "postgres": storage.postgres_sizes(self.postgres, database),
+            "redis": storage.redis_sizes(self.redis.url),
+            "fanout_reach": storage.fanout_reach(
+                self.postgres, database, self.profile.celebrity_threshold, active_days=7
+            ),
+        }
 
     def stop(self) -> None:
-        for server in self.servers.values():
+        for server in self._processes():
             with contextlib.suppress(Exception):
                 server.stop()
         with contextlib.suppress(Exception):
@@ -307,6 +341,8 @@ class Run:
                 username=people[role]["username"], followers=people[role]["followers"], role=role
             )
         results["writes"] = writes
+        print("write cost (the writer pool clocks in and out) ...")
+        results["write_cost"] = await self._write_cost({user: tokens[user] for user in writers}, pools)
 
         print("fanout lag (idle) ...")
         probe = LagProbe(pools["redis"], tokens[lag_author["username"]], role_token[lag_reader])
@@ -324,7 +360,7 @@ class Run:
 
         mixed_results: dict[str, Any] = {}
         for name in args.mixed_servers:
-            rate, rate_note = args.mixed_rate, "--mixed-rate"
+            rate, rate_note, capacity = args.mixed_rate, "--mixed-rate", None
             if rate == "auto":
                 # Half of what this server sustains for the same mix, closed loop: each path is measured
                 # at a known load (its own), not past saturation, where any server only queues.
@@ -336,6 +372,8 @@ class Run:
                 name, rate, readers, writers, tokens, lag_author, role_token[lag_reader]
             )
             mixed_results[name]["rate_source"] = rate_note
+            # The closed-loop rate: what the capacity model's prediction for this machine is checked against.
+            mixed_results[name]["capacity_rps"] = None if capacity is None else round(capacity, 1)
         results["mixed"] = mixed_results
         results["lag"] = lag
         for pool in pools.values():
@@ -369,10 +407,15 @@ class Run:
         )
         meter = self._meter(name)
         before = await asyncio.to_thread(meter.read)
+        fanned_before = await asyncio.to_thread(self._fanout_counters) if name == "redis" else None
         outcome = await load
+        if fanned_before is not None:
+            await fanout.drained(HOST, server.port)  # the last clock-outs' fanout belongs to this run's cost
         after = await asyncio.to_thread(meter.read)
         # The lag probe and the backlog sampler run beside the load: their few requests are in these figures.
         outcome["cpu_us_per_request"] = per_request_us(before, after, outcome["completed"])
+        if fanned_before is not None:
+            outcome["fanout"] = fanout.delta(fanned_before, await asyncio.to_thread(self._fanout_counters))
         stop.set()
         await lagging
         if watching is not None:
@@ -385,8 +428,55 @@ class Run:
 
     def _meter(self, server_name: str) -> CpuMeter:
         assert self.prepared is not None
-        redis = self.redis if server_name == "redis" else None
-        return CpuMeter(self.servers[server_name], self.postgres, self.prepared.database, redis)
+        redis, worker = (self.redis, self.worker) if server_name == "redis" else (None, None)
+        return CpuMeter(self.servers[server_name], self.postgres, self.prepared.database, redis, worker)
+
+    async def _write_cost(self, writers: dict[str, str], pools: dict[str, Pool]) -> dict[str, Any]:
+        """CPU per tier, database rows and WAL per write, and timelines reached per clock-out, for ordinary
+        active users (the writer pool) clocking in and out; the outbox is drained before the second reading,
+        so every clock-out's fanout is in the figures."""
+        assert self.prepared is not None
+        server = self.servers["redis"]
+        meter = self._meter("redis")
+        before = await asyncio.to_thread(meter.read)
+        written_before = await asyncio.to_thread(self._database_writes)
+        fanned_before = await asyncio.to_thread(self._fanout_counters)
+        outcome = await clock_out_latency(pools["redis"], writers, self.args.write_cost_rounds, pause=0)
+        await fanout.drained(HOST, server.port)
+        await asyncio.sleep(1.5)  # PostgreSQL publishes a backend's statistics within a second of its commit
+        after = await asyncio.to_thread(meter.read)
+        written_after = await asyncio.to_thread(self._database_writes)
+        fanned = fanout.delta(fanned_before, await asyncio.to_thread(self._fanout_counters))
+        errors = sum(part["errors"] for part in outcome.values())
+        requests = 2 * self.args.write_cost_rounds * len(writers) - errors
+        return {
+            "writers": len(writers),
+            "requests": requests,
+            "errors": errors,
+            "cpu_us_per_request": per_request_us(before, after, requests),
+            "rows_per_request": round((written_after[0] - written_before[0]) / requests, 2),
+            # WAL is the whole cluster's: anything else writing to the shared server meanwhile is in it.
+            "wal_bytes_per_request": round((written_after[1] - written_before[1]) / requests),
+            "other_databases_commits": written_after[2] - written_before[2],
+            "fanout": fanned,
+        }
+
+    def _database_writes(self) -> tuple[int, int, int]:
+        """Rows inserted, updated and deleted in the run's database; the cluster's WAL position in bytes;
+        commits in every other database (what else wrote to the shared server, which the WAL includes)."""
+        assert self.prepared is not None
+        row = self.postgres.rows(
+            "SELECT (SELECT tup_inserted + tup_updated + tup_deleted FROM pg_stat_database "
+            "WHERE datname = :'db'), pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint, "
+            "(SELECT sum(xact_commit) FROM pg_stat_database WHERE datname <> :'db')",
+            self.prepared.database,
+            db=self.prepared.database,
+        )[0]
+        return int(row[0]), int(row[1]), int(row[2])
+
+    def _fanout_counters(self) -> tuple[float, float]:
+        """Fanout's counters from whatever drains the Redis server's outbox."""
+        return fanout.counters((self.worker or self.servers["redis"]).base)
 
     def _mix(self, name: str, readers: list[str], writers: list[str], tokens: dict[str, str]) -> Mix:
         return Mix(
@@ -614,6 +704,8 @@ class Run:
                 "lag_samples": args.lag_samples,
                 "lag_gap_s": args.lag_gap,
                 "mixed_duration_s": args.mixed_duration,
+                "outbox_worker": args.outbox_worker,
+                "write_cost_rounds": args.write_cost_rounds,
                 "rate_limits": self.base_settings["GOODNIGHT_RATE_LIMITS"],
             },
             "dataset": {
@@ -642,8 +734,7 @@ class Run:
                 },
             },
             "servers": {
-                name: {"port": server.port, "command": server.command}
-                for name, server in self.servers.items()
+                server.name: {"port": server.port, "command": server.command} for server in self._processes()
             },
         }
 
@@ -702,12 +793,13 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/run.py: interrupted; everything it started is stopped", file=sys.stderr)
         return 130
     drawn = report.write_outputs(results, args.output_dir, charts=not args.no_charts)
+    costs.write(results, args.output_dir / "costs.json")
     print()
     for row in results["targets"]:
         value = "-" if row["value"] is None else f"{row['value']:g}"
         verdict = "PASS" if row["pass"] else "MISS"
         print(f"{verdict} {row['target']}: {value} ({row['comparison']} {row['limit']:g})")
-    written = ["results.json", "results.md", *drawn.values()]
+    written = ["results.json", "results.md", "costs.json", *drawn.values()]
     print(f"\nwrote {', '.join(written)} to {args.output_dir} in {time.perf_counter() - started:.0f}s")
     return 0
 

@@ -1,5 +1,5 @@
 """CPU time per request, per tier: the API server's processes, the PostgreSQL backends serving the run's
-database, and the private redis-server.
+database, the private redis-server, and the outbox worker when it runs in a process of its own.
 
 Throughput ratios reward only what one endpoint saves over another; CPU seconds per request say what each
 request costs each tier, which is what capacity is planned from. Read from /proc (and Redis's own INFO), so
@@ -12,9 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from gnbench.infra import HarnessError, Postgres, RedisServer, Server
+from gnbench.infra import HarnessError, OutboxWorker, Postgres, RedisServer, Server
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TIERS = ("api", "postgres", "redis", "worker")
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -46,11 +47,13 @@ def session_pids(leader: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Reading:
-    """Cumulative CPU seconds: per process for the API server and the database backends, in all for Redis."""
+    """Cumulative CPU seconds: per process for the API server, the database backends and the outbox worker,
+    in all for Redis."""
 
     api: dict[int, float]
     postgres: dict[int, float]
     redis: float
+    worker: dict[int, float]
 
 
 @dataclass
@@ -61,12 +64,11 @@ class CpuMeter:
     postgres: Postgres
     database: str
     redis: RedisServer | None
+    worker: OutboxWorker | None = None
 
     def read(self) -> Reading:
-        process = self.server.process
-        if process is None or process.popen is None:
-            raise HarnessError(f"server {self.server.name} is not running")
-        api = {pid: process_cpu_seconds(pid) for pid in session_pids(process.popen.pid)}
+        api = _session_cpu(self.server)
+        worker = {} if self.worker is None else _session_cpu(self.worker)
         backends = self.postgres.rows(
             "SELECT pid FROM pg_stat_activity WHERE datname = :'db' AND pid <> pg_backend_pid()",
             self.database,
@@ -77,7 +79,14 @@ class CpuMeter:
         if self.redis is not None:
             info = self.redis.info("cpu")
             redis = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-        return Reading(api, postgres, redis)
+        return Reading(api, postgres, redis, worker)
+
+
+def _session_cpu(server: Server) -> dict[int, float]:
+    process = server.process
+    if process is None or process.popen is None:
+        raise HarnessError(f"{server.name} is not running")
+    return {pid: process_cpu_seconds(pid) for pid in session_pids(process.popen.pid)}
 
 
 def _spent(before: dict[int, float], after: dict[int, float]) -> float:
@@ -87,10 +96,12 @@ def _spent(before: dict[int, float], after: dict[int, float]) -> float:
 
 
 def per_request_us(before: Reading, after: Reading, requests: int) -> dict[str, float]:
-    """CPU microseconds per request for each tier between two readings."""
+    """CPU microseconds per request for each tier between two readings (``worker`` is 0 when the outbox
+    worker is embedded in the API processes: its CPU is then in ``api``)."""
     spent = {
         "api": _spent(before.api, after.api),
         "postgres": _spent(before.postgres, after.postgres),
         "redis": after.redis - before.redis,
+        "worker": _spent(before.worker, after.worker),
     }
     return {tier: round(seconds / requests * 1e6, 1) if requests else 0.0 for tier, seconds in spent.items()}

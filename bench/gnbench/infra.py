@@ -296,3 +296,36 @@ class Server:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
+
+
+@dataclass
+class OutboxWorker(Server):
+    """``goodnight worker`` in a process (and session) of its own, with /metrics on a spare port: its CPU is
+    then a tier of its own, which the capacity model sizes apart from the API."""
+
+    def argv(self) -> list[str]:
+        return [goodnight_executable(), "worker", "--metrics-port", str(self.port)]
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is None or not self.process.alive():
+                tail = self.process.log_tail() if self.process else ""
+                raise HarnessError(f"{self.name} exited:\n{tail}")
+            if port_open("127.0.0.1", self.port):
+                return
+            time.sleep(0.2)
+        raise HarnessError(f"{self.name} did not serve /metrics within {timeout:.0f}s")
+
+
+def scrape_counter(base: str, name: str, labels: dict[str, str] | None = None) -> float:
+    """The sum of a Prometheus counter's samples at ``base``/metrics whose labels include ``labels``."""
+    wanted = [f'{key}="{value}"' for key, value in (labels or {}).items()]
+    with urllib.request.urlopen(f"{base}/metrics", timeout=10) as answer:  # noqa: S310  (our own server)
+        text = answer.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample.partition("{")[0] == name and all(label in sample for label in wanted):
+            total += float(value)
+    return total

@@ -92,6 +92,9 @@ def _cpu_table(results: dict[str, Any], out: Callable[[str], None]) -> None:
     writes = results.get("write_cpu_us_per_request")
     if writes:
         rows.append(("clock-ins and clock-outs", "redis", writes))
+    if "write_cost" in results:
+        pool_writes = results["write_cost"]["cpu_us_per_request"]
+        rows.append(("writer pool: clock-ins and clock-outs", "redis", pool_writes))
     for server, part in (results.get("mixed") or {}).items():
         if "cpu_us_per_request" in part:
             rows.append(("mixed 10:1 (per request)", server, part["cpu_us_per_request"]))
@@ -104,16 +107,64 @@ def _cpu_table(results: dict[str, Any], out: Callable[[str], None]) -> None:
         "CPU time the API server's processes, the PostgreSQL backends of the run's database and the private "
         "redis-server spent during each run, divided by the requests it completed. The idle server's "
         "background polls (outbox, revocations) reach the same database and are included; they are a few "
-        "queries a second."
+        "queries a second. The outbox worker's column is 0 when it is embedded in the API processes (its "
+        "CPU is then in theirs)."
     )
     out("")
-    out("| endpoint | server | API | PostgreSQL | Redis | total |")
-    out("|---|---|---:|---:|---:|---:|")
+    out("| endpoint | server | API | PostgreSQL | Redis | outbox worker | total |")
+    out("|---|---|---:|---:|---:|---:|---:|")
     for title, server, cpu in rows:
-        total = cpu["api"] + cpu["postgres"] + cpu["redis"]
+        tiers = [cpu.get(tier, 0.0) for tier in ("api", "postgres", "redis", "worker")]
+        cells = " | ".join(f"{value:,.0f}" for value in [*tiers, sum(tiers)])
+        out(f"| {title} | {server} | {cells} |")
+
+
+def _storage_tables(results: dict[str, Any], out: Callable[[str], None]) -> None:
+    """The dataset's footprint as seeded, and what one write costs the database and the fanout."""
+    sizes = results.get("storage")
+    if not sizes:
+        return
+    out("")
+    out("## Storage (the dataset as seeded, before the load)")
+    out("")
+    out("| PostgreSQL table | rows | heap + TOAST MB | indexes MB | bytes per row (all) |")
+    out("|---|---:|---:|---:|---:|")
+    for table, part in sizes["postgres"]["tables"].items():
+        per_row = "-" if part["bytes_per_row"] is None else f"{part['bytes_per_row']:,.0f}"
         out(
-            f"| {title} | {server} | {cpu['api']:,.0f} | {cpu['postgres']:,.0f} | {cpu['redis']:,.0f} | "
-            f"{total:,.0f} |"
+            f"| {table} | {part['rows']:,} | {part['heap_bytes'] / 1e6:,.1f} | "
+            f"{part['index_bytes'] / 1e6:,.1f} | {per_row} |"
+        )
+    redis = sizes["redis"]
+    out("")
+    out(
+        f"Redis: {sum(redis['keys'].values()):,} keys, used_memory {redis['used_memory'] / 1e6:,.1f} MB "
+        f"(sampled sizes times key counts account for 1/{redis['overhead_factor']} of it)."
+    )
+    out("")
+    out("| Redis key kind | keys | bytes per key | per | bytes per unit |")
+    out("|---|---:|---:|---|---:|")
+    for kind, part in redis["kinds"].items():
+        out(
+            f"| {kind} | {redis['keys'].get(kind, 0):,} | {part['bytes_per_key']:,.0f} | {part['unit']} | "
+            f"{part['bytes_per_unit']:,.1f} |"
+        )
+    reach = sizes["fanout_reach"]
+    out("")
+    out(
+        f"Fanout reach over the last day's {reach['clock_outs_last_day']:,} clock-outs: "
+        f"{reach['entries_per_clock_out']:g} timelines per clock-out (followers active within 7 days, "
+        f"none for a celebrity), of {reach['followers_per_clock_out']:g} followers."
+    )
+    write = results.get("write_cost")
+    if write:
+        fanout = write["fanout"]
+        out("")
+        out(
+            f"Writer pool ({write['writers']} active users, {write['requests']} clock-ins and clock-outs): "
+            f"{write['rows_per_request']:g} rows and {write['wal_bytes_per_request']:,} WAL bytes per "
+            f"request ({write['other_databases_commits']} commits elsewhere on the server meanwhile); "
+            f"{fanout['entries_per_clock_out']} timeline entries per clock-out."
         )
 
 
@@ -381,6 +432,7 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"{row['error_total']} | {_cell_ms(single.get('p50'))} | {_cell_ms(single.get('p99'))} |"
         )
     _cpu_table(results, out)
+    _storage_tables(results, out)
     out("")
     out("## SQL vs Redis by followings (feed, same wrk settings)")
     out("")

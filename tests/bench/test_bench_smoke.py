@@ -81,6 +81,8 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
         "--mixed-paths=redis",
         "--readers=6",
         "--writers=3",
+        "--write-cost-rounds=2",
+        "--outbox-worker=process",
         "--no-charts",
         f"--output-dir={output}",
     ]
@@ -136,12 +138,34 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert mixed["cpu_us_per_request"]["api"] > 0
     assert results["write_cpu_us_per_request"]["postgres"] > 0
 
+    # The outbox worker ran in a process of its own: its CPU is a tier apart, and it did the fanout.
+    assert set(results["write_cpu_us_per_request"]) == {"api", "postgres", "redis", "worker"}
+    write_cost = results["write_cost"]
+    assert write_cost["requests"] == 2 * 2 * 3
+    assert write_cost["errors"] == 0
+    assert write_cost["cpu_us_per_request"]["worker"] > 0
+    assert write_cost["rows_per_request"] > 0
+    assert write_cost["fanout"]["clock_outs"] == 2 * 3
+    assert mixed["capacity_rps"] is None  # --mixed-rate was given: no calibration
+    sizes = results["storage"]
+    assert sizes["postgres"]["tables"]["users"]["rows"] == 400
+    assert sizes["postgres"]["tables"]["follows"]["bytes_per_row"] > 0
+    assert sizes["redis"]["keys"]["timeline_bucket"] > 0
+    assert sizes["redis"]["kinds"]["timeline_bucket"]["bytes_per_unit"] > 0
+    assert sizes["redis"]["kinds"]["rendering"]["bytes_per_key"] > 0
+    assert sizes["fanout_reach"]["clock_outs_last_day"] > 0
+    costs = json.loads((output / "costs.json").read_text())
+    assert costs["source"]["outbox_worker"] == "process"
+    assert costs["dataset"]["users"] == 400
+    assert costs["postgres"]["bytes_per_record"] > 0
+
     assert len(results["targets"]) == 15
     assert all(isinstance(row["pass"], bool) for row in results["targets"])
     assert results["charts"] == {}
 
     markdown = (output / "results.md").read_text()
-    sections = ("## Targets (issue 4)", "## Machine", "## Reads", "## Server CPU per request", "## Commands")
+    sections = ("## Targets (issue 4)", "## Machine", "## Reads", "## Server CPU per request", "## Storage")
+    sections = (*sections, "## Commands")
     for section in (*sections, "## Fanout lag"):
         assert section in markdown
     assert markdown.count("**PASS**") + markdown.count("**MISS**") == 15
