@@ -65,9 +65,8 @@ def _duration(clocked_in_at: datetime, clocked_out_at: datetime) -> int:
 
 
 async def _lock_actor(session: AsyncSession, user_id: uuid.UUID) -> None:
-    if user_id not in await users.lock_for_write(session, {user_id}):
+    if not await users.touch(session, user_id):
         raise Unauthorized("The bearer token refers to an unknown user.")
-    await users.touch(session, user_id)
 
 
 async def clock_in(session: AsyncSession, user_id: uuid.UUID, requested: datetime | None) -> SleepRecord:
