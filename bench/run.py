@@ -40,6 +40,7 @@ from gnbench.workloads import (
     Mix,
     Writer,
     clock_out_latency,
+    ensure_awake,
     feed_cursor,
     login_all,
     mixed,
@@ -438,6 +439,11 @@ class Run:
         assert self.prepared is not None
         server = self.servers["redis"]
         meter = self._meter("redis")
+        # Nobody asleep and nothing pending first: a writer an earlier phase left clocked in would be woken
+        # by a clock-out of its own, and its fanout counted here.
+        for token in writers.values():
+            await ensure_awake(pools["redis"], token)
+        await fanout.drained(HOST, server.port)
         before = await asyncio.to_thread(meter.read)
         written_before = await asyncio.to_thread(self._database_writes)
         fanned_before = await asyncio.to_thread(self._fanout_counters)

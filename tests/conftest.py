@@ -42,6 +42,15 @@ async def sqlite() -> AsyncIterator[TestDatabase]:
     await created.drop()
 
 
+@pytest_asyncio.fixture(scope="module")
+async def postgres_database() -> AsyncIterator[TestDatabase]:
+    """A PostgreSQL database of the module's own, for tests of what only PostgreSQL does (its driver, its
+    pool) or that need a server backend next to Redis."""
+    created = await create_database("postgresql")
+    yield created
+    await created.drop()
+
+
 @pytest_asyncio.fixture
 async def empty_postgres() -> AsyncIterator[TestDatabase]:
     """A new PostgreSQL database without a schema, for a real ``goodnight serve`` to migrate."""

@@ -17,15 +17,8 @@ from goodnight import db
 from goodnight.db import Database
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running
-from tests.support.databases import TestDatabase, create_database, settings_for
+from tests.support.databases import TestDatabase, settings_for
 from tests.support.statements import statements
-
-
-@pytest_asyncio.fixture(scope="module")
-async def postgres_database() -> AsyncIterator[TestDatabase]:
-    created = await create_database("postgresql")
-    yield created
-    await created.drop()
 
 
 @pytest_asyncio.fixture

@@ -38,6 +38,7 @@ from tests.support.outbox import record_id_of, redis_timelines
 from tests.support.postgres_server import PostgresServer
 from tests.support.processes import clean_env, serving
 from tests.support.redis_server import RedisServer
+from tests.support.replica_pair import primary_with_replica
 from tests.support.times import ago
 
 pytestmark = pytest.mark.slow
@@ -49,16 +50,8 @@ SERVERS: dict[str, type[Server]] = {"postgresql": PostgresServer, "mariadb": Mar
 
 @pytest.fixture(scope="module", params=sorted(SERVERS))
 def servers(request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
-    kind = SERVERS[request.param]
-    primary = kind().start()
-    try:
-        replica = kind.replica_of(primary).start()  # type: ignore[arg-type]
-        try:
-            yield primary, replica
-        finally:
-            replica.close()
-    finally:
-        primary.close()
+    with primary_with_replica(SERVERS[request.param]) as pair:  # type: ignore[type-var]
+        yield pair
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -23,6 +23,7 @@ from tests.support.apps import client_for, running
 from tests.support.databases import TestDatabase, create_database, settings_for
 from tests.support.logs import app_logs
 from tests.support.mariadb_server import MariaDbServer
+from tests.support.replica_pair import primary_with_replica
 
 TIMEOUT_S = 15.0
 
@@ -56,15 +57,8 @@ async def test_a_primary_without_a_binary_log_is_refused_at_start_up(unlogged: T
 
 @pytest.fixture
 def pair() -> Iterator[tuple[MariaDbServer, MariaDbServer]]:
-    primary = MariaDbServer().start()
-    try:
-        replica = MariaDbServer.replica_of(primary).start()
-        try:
-            yield primary, replica
-        finally:
-            replica.close()
-    finally:
-        primary.close()
+    with primary_with_replica(MariaDbServer) as servers:
+        yield servers
 
 
 @pytest.mark.slow

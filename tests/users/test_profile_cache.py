@@ -15,16 +15,9 @@ from goodnight.deps import Services
 from goodnight.users.profiles import CachedProfiles, ProfileVersions
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running, timeline_settings
-from tests.support.databases import TestDatabase, create_database
+from tests.support.databases import TestDatabase
 from tests.support.redis_server import RedisServer
 from tests.support.statements import statements
-
-
-@pytest_asyncio.fixture(scope="module")
-async def postgres_database() -> AsyncIterator[TestDatabase]:
-    created = await create_database("postgresql")
-    yield created
-    await created.drop()
 
 
 @pytest_asyncio.fixture
