@@ -403,10 +403,15 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
             f"{'-' if items is None else f'{items:,}'} |"
         )
     out("")
+    worker = (
+        "the Redis server's outbox drained by a `goodnight worker` process of its own"
+        if wrk.get("outbox_worker") == "process"
+        else "embedded outbox worker on"
+    )
     out(
         f"Servers: `goodnight serve --workers {wrk['workers']}`, one without `GOODNIGHT_REDIS_URL` "
         "(SQL path) and one with it (Redis path), both on the same database, "
-        "`GOODNIGHT_ENV=production` (JSON logs, one line per request), embedded outbox worker on."
+        f"`GOODNIGHT_ENV=production` (JSON logs, one line per request), {worker}."
     )
     out("")
     out(f"## Reads (wrk -t{wrk['threads']} -c{wrk['connections']} -d{wrk['duration_s']:g}s; latency in ms)")
