@@ -16,9 +16,14 @@ def before(columns: Sequence[QueryableAttribute[Any]], values: Sequence[Any]) ->
 
     A row-value comparison, so PostgreSQL, MariaDB and SQLite can all answer it with one index range seek.
     """
-    return sa.tuple_(*columns) < sa.tuple_(
-        *(sa.literal(value, type_=column.type) for column, value in zip(columns, values, strict=True))
-    )
+    pairs = zip(columns, values, strict=True)
+    return sa.tuple_(*columns) < sa.tuple_(*(sa.literal(value, type_=column.type) for column, value in pairs))
+
+
+def before_bound(columns: Sequence[QueryableAttribute[Any]], names: Sequence[str]) -> sa.ColumnElement[bool]:
+    """``before`` with the cursor's values bound by name at execution, for a statement built once."""
+    pairs = zip(columns, names, strict=True)
+    return sa.tuple_(*columns) < sa.tuple_(*(sa.bindparam(name, type_=column.type) for column, name in pairs))
 
 
 def split_page(rows: Sequence[Row], limit: int) -> tuple[list[Row], bool]:

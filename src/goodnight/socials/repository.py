@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Reads
-from goodnight.kit.keyset import before
+from goodnight.kit.keyset import before_bound
 from goodnight.models import Follow, User
 
 
@@ -48,20 +48,36 @@ async def connections(
     after: tuple[datetime, uuid.UUID] | None,
 ) -> Sequence[ConnectionRow]:
     """People following ``user_id`` (or followed by them), newest follow first, ``limit + 1`` rows."""
+    query = _CONNECTIONS[followers, after is not None]
+    parameters: dict[str, object] = {"user_id": user_id, "limit": limit + 1}
+    if after is not None:
+        parameters["after_at"], parameters["after_id"] = after
+    rows: Sequence[ConnectionRow] = (await reads.execute(query, parameters)).all()
+    return rows
+
+
+def _connections_query(*, followers: bool, paged: bool) -> sa.Select[uuid.UUID, str, str | None, datetime]:
     anchor, other = (
         (Follow.followed_id, Follow.follower_id) if followers else (Follow.follower_id, Follow.followed_id)
     )
     query = (
         sa.select(User.id, User.username, User.name, Follow.followed_at)
         .join(Follow, User.id == other)
-        .where(anchor == user_id, Follow.active.is_(True))
+        .where(anchor == sa.bindparam("user_id"), Follow.active.is_(True))
         .order_by(Follow.followed_at.desc(), other.desc())
-        .limit(limit + 1)
+        .limit(sa.bindparam("limit"))
     )
-    if after is not None:
-        query = query.where(before([Follow.followed_at, other], after))
-    rows: Sequence[ConnectionRow] = (await reads.execute(query)).all()
-    return rows
+    if paged:
+        query = query.where(before_bound([Follow.followed_at, other], ["after_at", "after_id"]))
+    return query
+
+
+# Built once, bound per request: building them cost a page about as much as running them.
+_CONNECTIONS = {
+    (followers, paged): _connections_query(followers=followers, paged=paged)
+    for followers in (True, False)
+    for paged in (True, False)
+}
 
 
 def _followed_by(user_id: uuid.UUID) -> sa.Select[uuid.UUID]:
