@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncmy
@@ -78,7 +79,7 @@ class MariaDbServer:
         return self.process is not None and self.process.poll() is None
 
     def _initialise(self) -> None:
-        finished = subprocess.run(
+        _run(
             [
                 _binary("mariadb-install-db", "mysql_install_db"),
                 "--no-defaults",
@@ -87,14 +88,9 @@ class MariaDbServer:
                 "--auth-root-authentication-method=normal",
                 "--skip-test-db",
             ],
+            "mariadb-install-db",
             cwd=self.directory,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
         )
-        if finished.returncode != 0:
-            raise RuntimeError(f"mariadb-install-db failed: {finished.stdout}{finished.stderr}")
 
     def _server_options(self) -> list[str]:
         options = [
@@ -153,7 +149,7 @@ class MariaDbServer:
 
     def sql(self, statements: str) -> str:
         """Run statements with the command-line client; their output, tab-separated."""
-        finished = subprocess.run(
+        return _run(
             [
                 _binary("mariadb", "mysql"),
                 "--no-defaults",
@@ -165,14 +161,9 @@ class MariaDbServer:
                 "-e",
                 statements,
             ],
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
+            "mariadb",
+            log=self.log,
         )
-        if finished.returncode != 0:
-            raise RuntimeError(f"mariadb failed: {finished.stderr}\n{self.log()}")
-        return finished.stdout
 
     async def _execute(self, statement: str) -> object:
         """One statement on a connection of its own, never committed (so it counts in no ``commits``)."""
@@ -214,3 +205,14 @@ class MariaDbServer:
             self.stop()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _run(argv: list[str], what: str, *, cwd: Path | None = None, log: Callable[[], str] | None = None) -> str:
+    """Run one of MariaDB's command-line tools; its output, or an error naming ``what`` failed."""
+    finished = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+    )
+    if finished.returncode != 0:
+        detail = f"{finished.stdout}{finished.stderr}" + (f"\n{log()}" if log is not None else "")
+        raise RuntimeError(f"{what} failed: {detail}")
+    return finished.stdout
