@@ -198,7 +198,12 @@ def read_engine(engine: AsyncEngine) -> AsyncEngine:
 
 
 def read_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(read_engine(engine), expire_on_commit=False, autoflush=False)
+    return _sessions(read_engine(engine))
+
+
+def _sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # Objects stay readable after commit (responses are built from them), and nothing flushes by surprise.
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
 class Database:
@@ -214,8 +219,8 @@ class Database:
         self.is_sqlite = settings.is_sqlite
         writer_engine = self.engine.execution_options(**{SQLITE_IMMEDIATE: True})
         self._read_engine = read_engine(self.engine)
-        self.reader = async_sessionmaker(self._read_engine, expire_on_commit=False, autoflush=False)
-        self.writer = async_sessionmaker(writer_engine, expire_on_commit=False, autoflush=False)
+        self.reader = _sessions(self._read_engine)
+        self.writer = _sessions(writer_engine)
         self.routing: ReadRouting | None = None
 
     def read_session(self, user_id: uuid.UUID | None) -> AbstractAsyncContextManager[AsyncSession]:

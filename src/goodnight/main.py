@@ -71,7 +71,7 @@ def build_services(settings: Settings, *, traced: bool = False) -> Services:
     if settings.redis_url:
         timeline = Timeline.build(settings, database, lean_reads=not traced)
         versions = ProfileVersions(timeline.redis, timeline.lean)
-        # First: a profile's bump must not wait on (or be skipped by) the timelines' heavier handlers.
+        # First: a profile's bump, one Redis round trip, need not wait for the timelines' heavier handlers.
         versions.subscribe(handlers)
         timeline.subscribe(handlers)
         # Not beside replicas: a profile loaded from a replica behind its owner's last write would be kept

@@ -67,3 +67,23 @@ def test_outage_errors_add_up_across_consumers() -> None:
     handlers.on_outage(ConnectionError)
     handlers.on_outage(TimeoutError, OSError)
     assert handlers.outages == (ConnectionError, TimeoutError, OSError)
+
+
+async def test_every_inline_part_runs_though_one_fails_and_the_failure_is_raised() -> None:
+    handlers = Handlers()
+    applied: list[str] = []
+
+    async def worker(event: Event) -> None:
+        applied.append("worker")
+
+    async def failing(event: Event) -> None:
+        raise ConnectionError("redis is away")
+
+    async def bump(event: Event) -> None:
+        applied.append("bump")
+
+    handlers.on(NameChanged, worker, now=failing)
+    handlers.on(NameChanged, worker, now=bump)
+    with pytest.raises(ConnectionError, match="redis is away"):
+        await handlers.apply_now(NameChanged(USER))
+    assert applied == ["bump"]

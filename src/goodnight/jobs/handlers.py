@@ -60,6 +60,13 @@ class Handlers:
             await apply(event)
 
     async def apply_now(self, event: Event) -> None:
-        """The inline part of a just-committed event, if its kind has one."""
+        """The inline part of a just-committed event, if its kind has one. Every consumer's part runs even
+        if another's fails (each is owed to the actor's next read); the first failure is raised after."""
+        failure: Exception | None = None
         for now in self._now.get(type(event), ()):
-            await now(event)
+            try:
+                await now(event)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
