@@ -158,7 +158,7 @@ async def test_page_reads_equal_redis_pys(both: tuple[Redis, LeanRedis]) -> None
     warm, empty, cold = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     members = await warm_timeline(redis, warm, {last: 5, last - timedelta(days=2): 1, first: 3})
     await warm_timeline(redis, empty, {})
-    await redis.hdel(keys.marker_key(empty), "follows")  # the script answers '0'
+    await redis.hdel(keys.marker_key(empty), "follows")  # read as 0
 
     for reader, after, count in [
         (warm, None, 3),
@@ -223,22 +223,39 @@ async def test_error_replies_raise_redis_pys_exceptions(
     assert await lean.mget(["lean:after-an-error"]) == [None]  # the connection goes on
 
 
-async def test_a_lost_script_is_loaded_and_run_again(both: tuple[Redis, LeanRedis]) -> None:
+async def test_transaction_replies_equal_redis_pys(both: tuple[Redis, LeanRedis]) -> None:
     redis, lean = both
-    echo = redis.register_script("return {KEYS[1], ARGV[1]}")
-    await redis.script_flush()
-    assert await lean.evalsha(echo, ["lean:key"], [7]) == [b"lean:key", b"7"]
-    assert await redis.script_exists(echo.sha) == [True]
-    assert await lean.evalsha(echo, ["lean:key"], [8]) == [b"lean:key", b"8"]
+    await redis.hset("lean:tx:hash", mapping={"seen": "1.5"})
+    await redis.zadd("lean:tx:set", {"a": 0, "b": 0, "c": 0})
+    commands: list[tuple[Any, ...]] = [
+        ("HMGET", "lean:tx:hash", "seen", "follows"),
+        ("ZRANGE", "lean:tx:set", "+", "-", "BYLEX", "REV", "LIMIT", 0, 2),
+        ("ZRANGE", "lean:tx:none", "+", "-", "BYLEX", "REV", "LIMIT", 0, 2),
+    ]
+    pipe = redis.pipeline(transaction=True)
+    for command in commands:
+        pipe.execute_command(*command)
+    expected = await pipe.execute()
+    assert await lean.transaction(commands) == expected == [[b"1.5", None], [b"c", b"b"], []]
 
 
-async def test_a_script_that_cannot_be_loaded_raises_its_load_error(both: tuple[Redis, LeanRedis]) -> None:
+@pytest.mark.parametrize(
+    ("command", "message"),
+    [
+        (("ZRANGE", "lean:tx:string", "+", "-", "BYLEX"), "WRONGTYPE"),  # fails while EXEC runs
+        (("ZRANGE", "lean:tx:string"), "Transaction discarded"),  # refused while queued
+    ],
+)
+async def test_an_error_in_a_transaction_raises_and_the_stream_stays_in_step(
+    both: tuple[Redis, LeanRedis], command: tuple[Any, ...], message: str
+) -> None:
     redis, lean = both
-    broken = redis.register_script("return {")
-    with pytest.raises(ResponseError) as raised:
-        await lean.evalsha(broken, [], [])
-    assert not isinstance(raised.value, NoScriptError)
-    assert "Error compiling script" in str(raised.value)
+    await redis.set("lean:tx:string", "plain")
+    with pytest.raises(ResponseError, match=message):
+        await lean.transaction([("GET", "lean:tx:string"), command])
+    # The transaction's every reply was read: the next command gets its own.
+    assert await lean.mget(["lean:tx:string"]) == [b"plain"]
+    assert await lean.transaction([("GET", "lean:tx:string")]) == [b"plain"]
 
 
 # --- Pipelining ---------------------------------------------------------------------------------------------
@@ -251,11 +268,12 @@ def test_concurrent_calls_each_get_their_own_reply_on_one_connection(
         async with clients(server.url) as (redis, lean):
             values = {f"lean:many:{n}": f"value {n}" for n in range(400)}
             await redis.mset(values)
-            echo = redis.register_script("return {KEYS[1], redis.call('GET', KEYS[1])}")
             connection = await lean.execute("CLIENT", "ID")
 
             def call(n: int, name: str) -> Any:
-                return lean.mget([name, "lean:missing"]) if n % 2 else lean.evalsha(echo, [name], [])
+                if n % 2:
+                    return lean.mget([name, "lean:missing"])
+                return lean.transaction([("ECHO", name), ("GET", name)])
 
             replies = await asyncio.gather(*(call(n, name) for n, name in enumerate(values)))
             for n, (name, value) in enumerate(values.items()):
@@ -476,8 +494,7 @@ def test_password_and_database_are_sent_on_connect(on_loop: OnLoop) -> None:
             async with clients(f"redis://:{QUOTED_PASSWORD}@{base}/3") as (redis, lean):
                 await redis.set("lean:db", "three")
                 assert await lean.mget(["lean:db"]) == [b"three"]
-                echo = redis.register_script("return redis.call('GET', KEYS[1])")
-                assert await lean.evalsha(echo, ["lean:db"], []) == b"three"
+                assert await lean.transaction([("GET", "lean:db")]) == [b"three"]
             async with clients(f"redis://default:{QUOTED_PASSWORD}@{base}/0") as (redis, lean):
                 assert await lean.mget(["lean:db"]) == [None]  # database 0: not there
             for url in (f"redis://:wrong@{base}/3", f"redis://{base}/3"):  # a wrong password, none at all

@@ -48,10 +48,10 @@ def bucket_key(reader: uuid.UUID, day: date) -> str:
 
 
 @lru_cache(maxsize=64)
-def bucket_suffixes(first: date, last: date) -> str:
-    """The ``yyyymmdd`` of every day from ``last`` back to ``first``, space-separated: one argument for the
-    read script, which builds the bucket keys itself (cached: every page of the day asks for the same)."""
-    return " ".join(f"{last - timedelta(days=offset):%Y%m%d}" for offset in range((last - first).days + 1))
+def bucket_suffixes(first: date, last: date) -> tuple[str, ...]:
+    """The ``yyyymmdd`` of every day from ``last`` back to ``first``, which end the day buckets' keys (cached:
+    every page of the day asks for the same)."""
+    return tuple(f"{last - timedelta(days=offset):%Y%m%d}" for offset in range((last - first).days + 1))
 
 
 def marker_key(reader: uuid.UUID) -> str:

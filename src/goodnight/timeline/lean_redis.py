@@ -1,5 +1,5 @@
-"""A lean asyncio client for the feed page's two Redis reads: the READ script (EVALSHA) and the renderings'
-MGET, pipelined on one TCP connection per process.
+"""A lean asyncio client for the feed page's two Redis reads: the timeline read (a MULTI/EXEC transaction) and
+the renderings' MGET, pipelined on one TCP connection per process.
 
 Why it exists: redis-py's asyncio client spends 60-85 µs of CPU per command even with hiredis packing (a
 connection taken from and given back to its pool, the retry wrapper, the observability hooks, a response
@@ -23,13 +23,13 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import hiredis
 from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, RedisError
+from redis.exceptions import InvalidResponse, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from goodnight.config import Settings
@@ -42,16 +42,7 @@ DEFAULT_PORT = 6379
 _NOT_ENOUGH_DATA = object()
 # hiredis's stub types the command as a 1-tuple; it takes any number of items.
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
-
-
-class LuaScript(Protocol):
-    """A script as redis-py's ``register_script`` holds it."""
-
-    @property
-    def sha(self) -> str: ...
-
-    @property
-    def script(self) -> str | bytes | memoryview: ...
+_EXEC = _pack(("EXEC",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +96,25 @@ class _Connection(asyncio.Protocol):
             replyError=BaseParser.parse_error,
             notEnoughData=_NOT_ENOUGH_DATA,
         )
-        self._waiting: deque[tuple[asyncio.Future[Any], float]] = deque()
+        # Each reply's future (None: a reply to drop) and its deadline, in the order of the commands.
+        self._waiting: deque[tuple[asyncio.Future[Any] | None, float]] = deque()
         self._transport: asyncio.Transport  # set by connection_made, before create_connection returns
         self._timer: asyncio.TimerHandle | None = None
         self.failure: RedisError | None = None
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
+    def send(self, command: bytes, skipped: int = 0) -> asyncio.Future[Any]:
+        """Write ``command`` (packed, possibly several), whose last reply the future returns; the ``skipped``
+        replies before it are read and dropped (a transaction's ``OK`` and ``QUEUED``: had one been an
+        error, ``EXEC`` answers with an error too)."""
         if self.failure is not None:  # lost after the caller took it
             raise _again(self.failure)
         reply = self._loop.create_future()
         deadline = self._loop.time() + COMMAND_TIMEOUT_S
         self._transport.write(command)
-        self._waiting.append((reply, deadline))
+        waiting = self._waiting
+        for _ in range(skipped):
+            waiting.append((None, deadline))
+        waiting.append((reply, deadline))
         if self._timer is None:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
         return reply
@@ -132,7 +130,7 @@ class _Connection(asyncio.Protocol):
         self._transport.abort()  # unsent commands are dropped: nobody waits for their replies any more
         waiting, self._waiting = self._waiting, deque()
         for reply, _ in waiting:
-            if not reply.done():
+            if reply is not None and not reply.done():
                 reply.set_exception(_again(failure))
 
     # asyncio.Protocol
@@ -148,7 +146,8 @@ class _Connection(asyncio.Protocol):
             parsed = parser.gets()
             while parsed is not _NOT_ENOUGH_DATA:
                 reply, _ = self._waiting.popleft()
-                if not reply.done():  # done: its caller was cancelled, and the reply is dropped
+                # None, or done because its caller was cancelled: the reply is dropped.
+                if reply is not None and not reply.done():
                     if isinstance(parsed, RedisError):
                         reply.set_exception(parsed)
                     else:
@@ -192,14 +191,16 @@ class LeanRedis:
         address = plain_address(settings.redis_url)
         return cls(address) if address is not None else None
 
-    async def evalsha(self, script: LuaScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run a registered script; if Redis's script cache lost it (a restart, SCRIPT FLUSH), load it and
-        run it once more, as redis-py's ``AsyncScript`` does."""
-        try:
-            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            sha = (await self.execute("SCRIPT", "LOAD", script.script)).decode()
-            return await self.execute("EVALSHA", sha, len(keys), *keys, *args)
+    async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """The replies of ``commands`` run as one MULTI/EXEC transaction, written at once; an error reply
+        among them raises it."""
+        packed = b"".join([_pack(("MULTI",)), *(_pack(tuple(command)) for command in commands), _EXEC])
+        connection = await self._connection_for_use()
+        replies: list[Any] = await connection.send(packed, skipped=len(commands) + 1)
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                raise reply
+        return replies
 
     async def mget(self, names: Sequence[str | bytes]) -> list[bytes | None]:
         found: list[bytes | None] = await self.execute("MGET", *names)
@@ -208,10 +209,14 @@ class LeanRedis:
     async def execute(self, *command: Any) -> Any:
         """One command's reply, as redis-py returns it without response callbacks: bytes, ints, None, lists;
         an error reply raises redis-py's exception for it."""
+        connection = await self._connection_for_use()
+        return await connection.send(_pack(command))
+
+    async def _connection_for_use(self) -> _Connection:
         connection = self._connection
         if connection is None or connection.failure is not None:
             connection = await self._connect()
-        return await connection.send(_pack(command))
+        return connection
 
     async def close(self) -> None:
         """Fail the commands in flight and close the connection. A connection attempt under way is let

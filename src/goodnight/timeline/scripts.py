@@ -30,21 +30,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
 
-# One round trip for a page: the marker, then up to ARGV[2] members of each day bucket below the exclusive
-# bound ARGV[1] ('+' for none). The caller merges the buckets. KEYS[1] = marker; ARGV[3] = the reader's
-# bucket key prefix, ARGV[4] = the buckets' days (yyyymmdd, space-separated). The bucket keys are built here,
-# not passed: they share the marker's hash tag, hence its Cluster slot, and every argument costs the client.
-READ = """
-local seen = redis.call('HGET', KEYS[1], 'seen')
-if not seen then return false end
-local result = {seen, redis.call('HGET', KEYS[1], 'follows') or '0'}
-for day in string.gmatch(ARGV[4], '%d+') do
-  local key = ARGV[3] .. day
-  result[#result + 1] = redis.call('ZRANGE', key, ARGV[1], '-', 'BYLEX', 'REV', 'LIMIT', 0, ARGV[2])
-end
-return result
-"""
-
 # Fanout and rebuilds: add entries unless the reader's follow state says the author is unfollowed.
 # KEYS[1] = follow state, KEYS[2..] = buckets; ARGV[1..#KEYS-1] = each bucket's EXPIREAT, then
 # (author, bucket number, member) triples.
@@ -107,7 +92,6 @@ class Scripts:
     def __init__(self, redis: RedisClient) -> None:
         self.redis = redis
         self.mark_if_exists = redis.register_script(MARK_IF_EXISTS)
-        self.read = redis.register_script(READ)
         self.add_entries = redis.register_script(ADD_ENTRIES)
         self.set_follow_state = redis.register_script(SET_FOLLOW_STATE)
         self.rerender = redis.register_script(RERENDER)

@@ -26,6 +26,6 @@ class TimelineStore:
         self.redis = redis
         scripts = Scripts(redis)
         self.buckets = Buckets(redis, scripts)
-        self.pages = Pages(redis, scripts, lean)
+        self.pages = Pages(redis, lean)
         self.renderings = Renderings(redis, scripts)
         self.celebrities = CelebritySet(redis)
