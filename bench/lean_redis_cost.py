@@ -99,7 +99,7 @@ def calls(
         await renderings()
 
     return {
-        f"READ script (EVALSHA, {WANTED} a bucket)": read,
+        f"timeline read (MULTI/EXEC, {WANTED} a bucket)": read,
         f"MGET of {len(page)} renderings + version": renderings,
         "both: the page's Redis reads": both,
     }

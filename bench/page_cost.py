@@ -52,7 +52,9 @@ async def measure(reader_id: uuid.UUID) -> dict[str, float]:
         members = [item.position for item in page]
         first, last = keys.bucket_day(since), keys.bucket_day(now)
         read = store.pages.read
-        figures["  its read script call"] = await cpu_us(lambda: read(reader_id, first, last, None, 15))
+        figures["  its timeline read (MULTI/EXEC)"] = await cpu_us(
+            lambda: read(reader_id, first, last, None, 15)
+        )
         figures[f"  its MGET of {len(members)} renderings"] = await cpu_us(
             lambda: store.pages.renderings(members)
         )
