@@ -284,6 +284,42 @@ def test_concurrent_calls_each_get_their_own_reply_on_one_connection(
     on_loop(body())
 
 
+class CountingTransport:
+    """A transport that records what is written through it (uvloop's transports cannot be patched)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def test_commands_sent_in_one_turn_of_the_loop_go_out_in_one_write(
+    on_loop: OnLoop, server: RedisServer
+) -> None:
+    async def body() -> None:
+        async with clients(server.url) as (redis, lean):
+            await redis.set("lean:turn", "value")
+            await lean.mget(["lean:turn"])  # connected
+            connection = lean._connection
+            assert connection is not None
+            counting = CountingTransport(connection._transport)
+            connection._transport = counting  # type: ignore[assignment]
+            replies = await asyncio.gather(
+                *(lean.mget(["lean:turn", f"lean:none:{n}"]) for n in range(20)),
+                lean.transaction([("GET", "lean:turn")]),
+            )
+            assert replies == [[b"value", None]] * 20 + [[b"value"]]
+            assert len(counting.writes) == 1
+
+    on_loop(body())
+
+
 def test_a_cancelled_caller_does_not_desync_the_stream(on_loop: OnLoop, server: RedisServer) -> None:
     async def body() -> None:
         async with clients(server.url) as (redis, lean):
