@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, get_type_hints
 
 import httpx
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from fastapi import FastAPI
+from pydantic import TypeAdapter
 from starlette.datastructures import QueryParams
 
+from goodnight.deps import Services
 from goodnight.kit.clock import utcnow
+from goodnight.kit.cursor import encode_cursor
 from goodnight.kit.fast_lane import DECLINED, FastLanes, plain_int, plain_text
+from goodnight.kit.schema import Page, PageFields, Pagination, PaginationFields
+from goodnight.models import Follow, User
+from goodnight.users.schemas import UserSummary, UserSummaryFields
 from tests.support.api import Api, Member
 from tests.support.apps import client_for
 from tests.support.envelope import assert_error
@@ -119,6 +127,68 @@ async def test_the_lanes_answer_byte_for_byte_what_the_routes_answer(
     second = await both_ways(app, client, f"/users/{author.id}/followers?limit=1&cursor={cursor}", reader)
     assert [person["id"] for person in second.json()["data"]] == [reader.id]
     assert sum((lanes_of(app).served - served).values()) == len(paths) + 4
+
+
+# Names no client can set (the API refuses control characters), but a database may hold: what a page renders
+# must not depend on what the API happens to let in.
+AWKWARD_NAMES = [
+    'say "hi"',
+    "back\\slash \\u0041",
+    "tab\tnew\nline\rcarriage \x01\x08\x0c\x1f del\x7f c1\x85 sep\u2028\u2029",
+    "Zoë Ångström — 日本語",
+    "sleepy 😴🛌🏽 👩‍👩‍👧",
+    "</script><b>&amp;'",
+    None,
+]
+
+
+async def test_followers_pages_render_as_the_declared_model_would(
+    app: FastAPI, client: httpx.AsyncClient, services: Services
+) -> None:
+    """Byte for byte what ``Page[UserSummary]`` renders, though the pages are built without its models."""
+    api = Api(client)
+    reader = await api.register()
+    fans = [await api.register() for _ in AWKWARD_NAMES]
+    for fan in fans:
+        await api.follow(fan, reader)
+    async with services.database.writer() as session:
+        for fan, name in zip(fans, AWKWARD_NAMES, strict=True):
+            await session.execute(sa.update(User).where(User.id == uuid.UUID(fan.id)).values(name=name))
+        followed = sa.select(Follow.follower_id, Follow.followed_at).where(
+            Follow.followed_id == uuid.UUID(reader.id)
+        )
+        followed_at = dict((await session.execute(followed)).all())
+        await session.commit()
+    newest_first = [
+        UserSummary(id=uuid.UUID(fan.id), username=fan.username, name=name)
+        for fan, name in reversed(list(zip(fans, AWKWARD_NAMES, strict=True)))
+    ]
+    declared = TypeAdapter(Page[UserSummary])
+    whole = await both_ways(app, client, f"/users/{reader.id}/followers?limit=100", reader)
+    assert whole.content == declared.dump_json(
+        Page(data=newest_first, pagination=Pagination(next_cursor=None))
+    )
+    half = len(newest_first) // 2
+    last = newest_first[half - 1]
+    cursor = encode_cursor(followed_at[last.id], last.id)
+    first = await both_ways(app, client, f"/users/{reader.id}/followers?limit={half}", reader)
+    assert first.content == declared.dump_json(
+        Page(data=newest_first[:half], pagination=Pagination(next_cursor=cursor))
+    )
+    rest = await both_ways(app, client, f"/users/{reader.id}/followers?limit=100&cursor={cursor}", reader)
+    assert rest.json()["data"] == [person.model_dump(mode="json") for person in newest_first[half:]]
+    for fan in fans[:2]:
+        followings = await both_ways(app, client, f"/users/{fan.id}/followings", reader)
+        assert followings.json()["data"] == [{"id": reader.id, "username": reader.username, "name": None}]
+
+
+def test_the_plain_dict_pages_have_the_models_fields() -> None:
+    for fields, model in ((UserSummaryFields, UserSummary), (PaginationFields, Pagination)):
+        # The same names in the same order (the order of a rendering's keys), of the same types.
+        assert list(get_type_hints(fields).items()) == [
+            (name, field.annotation) for name, field in model.model_fields.items()
+        ]
+    assert list(get_type_hints(PageFields)) == list(Page.model_fields)
 
 
 async def test_errors_raised_in_a_lane_are_the_routes_errors(app: FastAPI, client: httpx.AsyncClient) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Generic, TypeVar
 
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from typing_extensions import TypedDict
 
 from goodnight.kit.clock import format_utc
 
@@ -42,6 +43,17 @@ class Pagination(BaseModel):
 class Page(BaseModel, Generic[Item]):
     data: list[Item]
     pagination: Pagination
+
+
+# ``Pagination`` and ``Page`` as plain dicts, field for field: rendered by pydantic's serializer they give the
+# models' very bytes, without a model to build and validate per item (see ``socials.router``).
+class PaginationFields(TypedDict):
+    next_cursor: str | None
+
+
+class PageFields(TypedDict, Generic[Item]):
+    data: list[Item]
+    pagination: PaginationFields
 
 
 class Message(BaseModel):

@@ -35,7 +35,8 @@ async def is_following(session: AsyncSession, follower_id: uuid.UUID, followed_i
 
 
 # Someone on a followers or followings page (``users.schemas.UserSummary``), and when the follow was made:
-# columns, not ORM objects, which cost more to load than the query itself.
+# columns, not ORM objects, which cost more to load than the query itself. ``followed_at`` is naive UTC, as
+# stored (``_AS_STORED``).
 ConnectionRow = sa.Row[uuid.UUID, str, str | None, datetime]
 
 
@@ -56,12 +57,17 @@ async def connections(
     return rows
 
 
+# Only the last row's time is ever read (for the next cursor): making every row's aware (``db.UTCDateTime``)
+# was most of what reading the rows cost on PostgreSQL, where no other column needs converting.
+_AS_STORED = sa.type_coerce(Follow.followed_at, sa.DateTime()).label("followed_at")
+
+
 def _connections_query(*, followers: bool, paged: bool) -> sa.Select[uuid.UUID, str, str | None, datetime]:
     anchor, other = (
         (Follow.followed_id, Follow.follower_id) if followers else (Follow.follower_id, Follow.followed_id)
     )
     query = (
-        sa.select(User.id, User.username, User.name, Follow.followed_at)
+        sa.select(User.id, User.username, User.name, _AS_STORED)
         .join(Follow, User.id == other)
         .where(anchor == sa.bindparam("user_id"), Follow.active.is_(True))
         .order_by(Follow.followed_at.desc(), other.desc())

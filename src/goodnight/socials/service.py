@@ -10,7 +10,7 @@ from goodnight.db import Reads
 from goodnight.errors import BadRequest, NotFound, Unauthorized, ValidationFailed
 from goodnight.jobs.events import Followed, Unfollowed
 from goodnight.jobs.publish import Events
-from goodnight.kit.clock import utcnow
+from goodnight.kit.clock import to_utc, utcnow
 from goodnight.kit.cursor import decode_cursor, encode_cursor
 from goodnight.kit.ids import parse_id
 from goodnight.kit.keyset import split_page
@@ -112,5 +112,5 @@ async def connections(
     next_cursor = None
     if more:
         last = page[-1]
-        next_cursor = encode_cursor(last.followed_at, last.id)
+        next_cursor = encode_cursor(to_utc(last.followed_at), last.id)
     return page, next_cursor

@@ -4,6 +4,7 @@ import uuid
 from typing import Annotated
 
 from pydantic import BaseModel, Field
+from typing_extensions import TypedDict
 
 from goodnight.kit.schema import Schema, Timestamp
 from goodnight.kit.text import DisplayText, UnicodeText
@@ -38,6 +39,14 @@ class AccountDeletion(BaseModel):
 
 
 class UserSummary(Schema):
+    id: uuid.UUID
+    username: str
+    name: str | None
+
+
+class UserSummaryFields(TypedDict):
+    """``UserSummary`` as a plain dict, field for field (like ``kit.schema.PageFields``)."""
+
     id: uuid.UUID
     username: str
     name: str | None
