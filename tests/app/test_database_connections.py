@@ -154,3 +154,32 @@ async def test_a_connection_in_steady_use_is_not_pinged(
         member = await api.register()
         assert await profile_reads(api, member, 5) == [200] * 5
     assert pings == []
+
+
+async def test_connections_opened_under_load_stay_open_for_the_next_burst(
+    postgres_database: TestDatabase,
+) -> None:
+    database = Database(settings_for(postgres_database.url, database_pool_size=2))
+    opened: list[object] = []
+    sa.event.listen(database.engine.sync_engine, "connect", lambda conn, _record: opened.append(conn))
+    release, all_held = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with database.read_connection(None) as connection:
+            await connection.execute(sa.text("SELECT 1"))
+            if database.engine.pool.checkedout() == 4:
+                all_held.set()
+            await release.wait()
+
+    try:
+        for _ in range(2):  # two bursts of four: twice the configured size, the most a pool opens
+            holders = [asyncio.create_task(hold()) for _ in range(4)]
+            await all_held.wait()
+            release.set()
+            await asyncio.gather(*holders)
+            release.clear()
+            all_held.clear()
+            assert database.engine.pool.checkedin() == 4
+        assert len(opened) == 4  # the second burst reused the first one's connections
+    finally:
+        await database.engine.dispose()

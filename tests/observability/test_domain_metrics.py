@@ -13,6 +13,7 @@ import httpx
 import pytest_asyncio
 import redis
 from fastapi import FastAPI
+from prometheus_client import REGISTRY
 
 from goodnight.db import Database
 from goodnight.jobs.worker import Worker
@@ -189,6 +190,27 @@ async def test_outbox_pool_and_breaker_gauges_are_sampled(app: FastAPI, http: ht
     assert released.value("goodnight_outbox_events", state="dead") == 0
     assert released.value("goodnight_outbox_oldest_pending_age_seconds") == 0
     assert released.value("goodnight_db_pool_connections", state="idle") >= 1
+
+
+async def test_pool_overflow_counts_connections_open_beyond_the_configured_size(
+    postgres_database: TestDatabase,
+) -> None:
+    database = Database(settings_for(postgres_database.url, database_pool_size=1))
+    sampler = Sampler(database, outbox=False)
+
+    def gauge(state: str) -> float | None:
+        return REGISTRY.get_sample_value("goodnight_db_pool_connections", {"state": state})
+
+    try:
+        async with database.reader() as first, database.reader() as second:
+            await first.connection()
+            await second.connection()
+            await sampler.sample()
+            assert (gauge("in_use"), gauge("idle"), gauge("overflow")) == (2, 0, 1)
+        await sampler.sample()  # given back, and kept open for the next burst
+        assert (gauge("in_use"), gauge("idle"), gauge("overflow")) == (0, 2, 1)
+    finally:
+        await database.engine.dispose()
 
 
 async def test_refusals_are_counted_by_policy(sqlite: TestDatabase) -> None:

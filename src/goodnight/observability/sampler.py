@@ -60,10 +60,11 @@ class Sampler:
         pool = self.database.engine.pool
         if not isinstance(pool, QueuePool):  # SQLite in memory: one static connection, nothing to watch
             return
-        DB_POOL_CONNECTIONS.labels("in_use").set(pool.checkedout())
-        DB_POOL_CONNECTIONS.labels("idle").set(pool.checkedin())
-        # Negative while the pool has not opened all of its regular connections yet.
-        DB_POOL_CONNECTIONS.labels("overflow").set(max(0, pool.overflow()))
+        in_use, idle = pool.checkedout(), pool.checkedin()
+        DB_POOL_CONNECTIONS.labels("in_use").set(in_use)
+        DB_POOL_CONNECTIONS.labels("idle").set(idle)
+        # Open beyond the configured pool size (the pool may grow to twice it: ``db.max_connections``).
+        DB_POOL_CONNECTIONS.labels("overflow").set(max(0, in_use + idle - self.database.pool_size))
 
     async def _sample_outbox(self) -> None:
         async with self.database.reader() as session:

@@ -43,7 +43,7 @@ DEFAULT_PORT = 6379
 _NOT_ENOUGH_DATA = object()
 # hiredis's stub types the command as a 1-tuple; it takes any number of items.
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
-_EXEC = _pack(("EXEC",))
+_MULTI, _EXEC = _pack(("MULTI",)), _pack(("EXEC",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +206,7 @@ class LeanRedis:
     async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies of ``commands`` run as one MULTI/EXEC transaction, written at once; an error reply
         among them raises it."""
-        packed = b"".join([_pack(("MULTI",)), *(_pack(tuple(command)) for command in commands), _EXEC])
+        packed = b"".join([_MULTI, *(_pack(tuple(command)) for command in commands), _EXEC])
         connection = await self._connection_for_use()
         replies: list[Any] = await connection.send(packed, skipped=len(commands) + 1)
         for reply in replies:
