@@ -4,6 +4,7 @@ before any request uses it."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -183,3 +184,27 @@ async def test_connections_opened_under_load_stay_open_for_the_next_burst(
         assert len(opened) == 4  # the second burst reused the first one's connections
     finally:
         await database.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/users/{id}/followers?limit=5",
+        "/users/{id}/followings?limit=5",
+        "/sleep_records?limit=5",
+        "/sleep_records/followings?per_page=5",
+        "/users?q=user&per_page=5",
+    ],
+)
+async def test_page_queries_carry_their_limit_as_a_number(app: FastAPI, path: str) -> None:
+    """A LIMIT sent as a parameter made PostgreSQL plan the prepared statement again on every execution
+    (``kit.keyset.page_limit``)."""
+    async with client_for(app) as client:
+        api = Api(client)
+        member = await api.register()
+        with statements(database_of(app).engine) as sent:
+            response = await client.get(path.format(id=member.id), headers=member.headers)
+        assert response.status_code == 200, response.text
+    paged = [statement.sql for statement in sent if "LIMIT" in statement.sql]
+    assert paged, sent
+    assert all(re.search(r"LIMIT 6\b", sql) for sql in paged), paged

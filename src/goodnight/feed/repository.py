@@ -9,7 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from goodnight.kit.keyset import before
+from goodnight.kit.keyset import before, page_limit
 from goodnight.models import Follow, SleepRecord
 
 
@@ -49,7 +49,7 @@ async def feed_rows(
         .join(Follow, sa.and_(Follow.followed_id == record.user_id, Follow.follower_id == follower_id))
         .where(Follow.active.is_(True), record.clocked_in_at >= since, record.duration_s.is_not(None))
         .order_by(record.duration_s.desc(), record.id.desc())
-        .limit(limit)
+        .limit(page_limit(limit))
     )
     if after is not None:
         query = query.where(before([record.duration_s, record.id], after))

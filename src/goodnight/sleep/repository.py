@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import QueryableAttribute
 
-from goodnight.kit.keyset import before
+from goodnight.kit.keyset import before, page_limit
 from goodnight.models import Follow, SleepRecord, User
 from goodnight.models.sleep_record import OPEN
 
@@ -57,7 +57,7 @@ async def history(
         sa.select(SleepRecord)
         .where(SleepRecord.user_id == user_id)
         .order_by(SleepRecord.clocked_in_at.desc(), SleepRecord.id.desc())
-        .limit(limit + 1)
+        .limit(page_limit(limit + 1))
     )
     if after is not None:
         query = query.where(before([SleepRecord.clocked_in_at, SleepRecord.id], after))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Reads
-from goodnight.kit.keyset import before_bound
+from goodnight.kit.keyset import before_bound, page_limit
 from goodnight.models import Follow, User
 
 
@@ -71,7 +71,7 @@ def _connections_query(*, followers: bool, paged: bool) -> sa.Select[uuid.UUID, 
         .join(Follow, User.id == other)
         .where(anchor == sa.bindparam("user_id"), Follow.active.is_(True))
         .order_by(Follow.followed_at.desc(), other.desc())
-        .limit(sa.bindparam("limit"))
+        .limit(page_limit())
     )
     if paged:
         query = query.where(before_bound([Follow.followed_at, other], ["after_at", "after_id"]))

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Reads
 from goodnight.kit.clock import utcnow
+from goodnight.kit.keyset import page_limit
 from goodnight.models import Follow, User
 
 
@@ -71,7 +72,7 @@ async def find_by_key_range(
         _people(viewer)
         .where(User.username_key >= lowest, User.username_key < below)
         .order_by(User.username_key)
-        .limit(limit + 1)
+        .limit(page_limit(limit + 1))
     )
     if after is not None:
         query = query.where(User.username_key > after)
