@@ -85,10 +85,11 @@ async def test_a_read_sends_its_query_and_nothing_else(app: FastAPI) -> None:
             unprepared.clear()
             queries.clear()
             assert await profile_reads(api, member, 10) == [200] * 10
-    # One SELECT per read, with no BEGIN/COMMIT around it and no ping (BEGIN, an empty query, ROLLBACK)
-    # before it.
-    assert len(queries) == 10, queries
-    assert unprepared == []
+    # One SELECT per read, straight from the driver (``kit.driver_select``), with no BEGIN/COMMIT around it
+    # and no ping (BEGIN, an empty query, ROLLBACK) before it.
+    assert queries == []
+    assert len(unprepared) == 10, unprepared
+    assert all(sql.startswith("SELECT") and "FROM users" in sql for sql in unprepared), unprepared
 
 
 async def test_an_idle_connection_is_pinged_before_use(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -189,8 +190,6 @@ async def test_connections_opened_under_load_stay_open_for_the_next_burst(
 @pytest.mark.parametrize(
     "path",
     [
-        "/users/{id}/followers?limit=5",
-        "/users/{id}/followings?limit=5",
         "/sleep_records?limit=5",
         "/sleep_records/followings?per_page=5",
         "/users?q=user&per_page=5",
@@ -207,4 +206,24 @@ async def test_page_queries_carry_their_limit_as_a_number(app: FastAPI, path: st
         assert response.status_code == 200, response.text
     paged = [statement.sql for statement in sent if "LIMIT" in statement.sql]
     assert paged, sent
+    assert all(re.search(r"LIMIT 6\b", sql) for sql in paged), paged
+
+
+async def test_list_pages_go_straight_to_the_driver_with_their_limit_written_in(app: FastAPI) -> None:
+    """Followers and followings pages skip SQLAlchemy's execution on PostgreSQL (``kit.driver_select``)."""
+    database = database_of(app)
+    await database.engine.dispose()  # connections opened from here on carry the query logger
+    with sent_by_driver(database) as by_driver, statements(database.engine) as by_sqlalchemy:
+        async with client_for(app) as client:
+            api = Api(client)
+            member, follower = await api.register(), await api.register()
+            await api.follow(follower, member)
+            by_driver.clear()
+            by_sqlalchemy.clear()
+            for path in ("/users/{id}/followers?limit=5", "/users/{id}/followings?limit=5"):
+                response = await client.get(path.format(id=member.id), headers=member.headers)
+                assert response.status_code == 200, response.text
+    assert not [statement for statement in by_sqlalchemy if "follows" in statement.sql], by_sqlalchemy
+    paged = [sql for sql in by_driver if "follows" in sql]
+    assert len(paged) >= 2, by_driver
     assert all(re.search(r"LIMIT 6\b", sql) for sql in paged), paged

@@ -26,16 +26,15 @@ def before_bound(columns: Sequence[QueryableAttribute[Any]], names: Sequence[str
     return sa.tuple_(*columns) < sa.tuple_(*(sa.bindparam(name, type_=column.type) for column, name in pairs))
 
 
-def page_limit(rows: int | None = None) -> sa.BindParameter[int]:
-    """A page query's LIMIT, written into the statement as a number when it runs (``rows``, or the ``limit``
-    parameter of a statement built once) rather than sent as a parameter.
+def page_limit(rows: int) -> sa.ColumnElement[int]:
+    """A page query's LIMIT, written into the statement as a number rather than sent as a parameter.
 
     Why: PostgreSQL plans a prepared statement once for every execution only if the plan's cost does not
     hinge on unknown values. With the LIMIT unknown it expects to read every matching row, finds a plan for
     the actual values far cheaper, and so plans again on every execution: about 200 µs of its CPU per
     followers page. Page sizes are a handful of numbers, so the statements stay few.
     """
-    return sa.bindparam("limit", rows, type_=sa.Integer(), literal_execute=True)
+    return sa.literal_column(str(int(rows)), sa.Integer())
 
 
 def split_page(rows: Sequence[Row], limit: int) -> tuple[list[Row], bool]:

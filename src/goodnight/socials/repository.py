@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Reads
+from goodnight.kit.driver_select import DriverSelect
 from goodnight.kit.keyset import before_bound, page_limit
 from goodnight.models import Follow, User
 
@@ -34,10 +36,13 @@ async def is_following(session: AsyncSession, follower_id: uuid.UUID, followed_i
     return found is not None
 
 
-# Someone on a followers or followings page (``users.schemas.UserSummary``), and when the follow was made:
-# columns, not ORM objects, which cost more to load than the query itself. ``followed_at`` is naive UTC, as
-# stored (``_AS_STORED``).
-ConnectionRow = sa.Row[uuid.UUID, str, str | None, datetime]
+# Someone on a followers or followings page (``users.schemas.UserSummary``), and when the follow was made
+# (naive UTC, as stored: ``_AS_STORED``). Columns, not ORM objects, which cost more to load than the query.
+class ConnectionRow(NamedTuple):
+    id: uuid.UUID
+    username: str
+    name: str | None
+    followed_at: datetime
 
 
 async def connections(
@@ -47,14 +52,13 @@ async def connections(
     followers: bool,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
-) -> Sequence[ConnectionRow]:
+) -> list[ConnectionRow]:
     """People following ``user_id`` (or followed by them), newest follow first, ``limit + 1`` rows."""
-    query = _CONNECTIONS[followers, after is not None]
-    parameters: dict[str, object] = {"user_id": user_id, "limit": limit + 1}
+    parameters: dict[str, object] = {"user_id": user_id}
     if after is not None:
         parameters["after_at"], parameters["after_id"] = after
-    rows: Sequence[ConnectionRow] = (await reads.execute(query, parameters)).all()
-    return rows
+    rows = await _connections(followers, after is not None, limit + 1).rows(reads, parameters)
+    return [ConnectionRow(*row) for row in rows]
 
 
 # Only the last row's time is ever read (for the next cursor): making every row's aware (``db.UTCDateTime``)
@@ -62,7 +66,9 @@ async def connections(
 _AS_STORED = sa.type_coerce(Follow.followed_at, sa.DateTime()).label("followed_at")
 
 
-def _connections_query(*, followers: bool, paged: bool) -> sa.Select[uuid.UUID, str, str | None, datetime]:
+@functools.cache
+def _connections(followers: bool, paged: bool, rows: int) -> DriverSelect:
+    """Built once per variant and page size (building it cost a page about as much as running it)."""
     anchor, other = (
         (Follow.followed_id, Follow.follower_id) if followers else (Follow.follower_id, Follow.followed_id)
     )
@@ -71,19 +77,11 @@ def _connections_query(*, followers: bool, paged: bool) -> sa.Select[uuid.UUID, 
         .join(Follow, User.id == other)
         .where(anchor == sa.bindparam("user_id"), Follow.active.is_(True))
         .order_by(Follow.followed_at.desc(), other.desc())
-        .limit(page_limit())
+        .limit(page_limit(rows))
     )
     if paged:
         query = query.where(before_bound([Follow.followed_at, other], ["after_at", "after_id"]))
-    return query
-
-
-# Built once, bound per request: building them cost a page about as much as running them.
-_CONNECTIONS = {
-    (followers, paged): _connections_query(followers=followers, paged=paged)
-    for followers in (True, False)
-    for paged in (True, False)
-}
+    return DriverSelect(query)
 
 
 def _followed_by(user_id: uuid.UUID) -> sa.Select[uuid.UUID]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import cast
+from typing import NamedTuple, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from goodnight.db import Reads
-from goodnight.kit.clock import utcnow
+from goodnight.kit.clock import to_utc, utcnow
+from goodnight.kit.driver_select import DriverSelect
 from goodnight.kit.keyset import page_limit
 from goodnight.models import Follow, User
 
@@ -20,17 +21,35 @@ async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
 
 
-# What a profile shows (``schemas.UserOut``), as a Core query built once: the hottest read of a user, and
-# loading an ORM object for it cost more than the query itself.
-_PROFILE = sa.select(
-    User.id, User.username, User.name, User.created_at, User.followers_count, User.followings_count
-).where(User.id == sa.bindparam("user_id"))
-ProfileRow = sa.Row[uuid.UUID, str, str | None, datetime, int, int]
+# What a profile shows (``schemas.UserOut``): the hottest read of a user, a statement built once and run on
+# the driver itself (``kit.driver_select``), so ``created_at`` comes as stored and is made aware here.
+class ProfileRow(NamedTuple):
+    id: uuid.UUID
+    username: str
+    name: str | None
+    created_at: datetime
+    followers_count: int
+    followings_count: int
+
+
+_PROFILE = DriverSelect(
+    sa.select(
+        User.id,
+        User.username,
+        User.name,
+        sa.type_coerce(User.created_at, sa.DateTime()),
+        User.followers_count,
+        User.followings_count,
+    ).where(User.id == sa.bindparam("user_id"))
+)
 
 
 async def profile(reads: Reads, user_id: uuid.UUID) -> ProfileRow | None:
-    row: ProfileRow | None = (await reads.execute(_PROFILE, {"user_id": user_id})).first()
-    return row
+    rows = await _PROFILE.rows(reads, {"user_id": user_id})
+    if not rows:
+        return None
+    found_id, username, name, created_at, followers, followings = rows[0]
+    return ProfileRow(found_id, username, name, to_utc(created_at), followers, followings)
 
 
 async def get_by_username(session: AsyncSession, username: str) -> User | None:
