@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from goodnight.db import Database
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running
 from tests.support.databases import TestDatabase, settings_for
-from tests.support.statements import statements
+from tests.support.statements import Statement, statements
 
 
 @pytest_asyncio.fixture
@@ -53,6 +53,16 @@ def sent_by_driver(database: Database) -> Iterator[list[str]]:
         sa.event.remove(sync_engine, "connect", attach)
 
 
+@asynccontextmanager
+async def everything_sent(app: FastAPI) -> AsyncIterator[tuple[list[str], list[Statement]]]:
+    """What the driver (``sent_by_driver``) and SQLAlchemy (``statements``) send meanwhile, on connections
+    opened from here on (the pool is emptied first, so that each carries the query logger)."""
+    database = database_of(app)
+    await database.engine.dispose()
+    with sent_by_driver(database) as by_driver, statements(database.engine) as by_sqlalchemy:
+        yield by_driver, by_sqlalchemy
+
+
 async def terminate_connections(app: FastAPI) -> int:
     """What an administrator's ``pg_terminate_backend`` (or a server restart) does to the app's pool; waits
     until the backends have exited."""
@@ -75,16 +85,13 @@ async def profile_reads(api: Api, member: Member, count: int) -> list[int]:
 
 
 async def test_a_read_sends_its_query_and_nothing_else(app: FastAPI) -> None:
-    database = database_of(app)
-    await database.engine.dispose()  # connections opened from here on carry the query logger
-    with sent_by_driver(database) as unprepared, statements(database.engine) as queries:
-        async with client_for(app) as client:
-            api = Api(client)
-            member = await api.register()
-            assert "BEGIN;" in unprepared, "the logger does not see transaction control"
-            unprepared.clear()
-            queries.clear()
-            assert await profile_reads(api, member, 10) == [200] * 10
+    async with everything_sent(app) as (unprepared, queries), client_for(app) as client:
+        api = Api(client)
+        member = await api.register()
+        assert "BEGIN;" in unprepared, "the logger does not see transaction control"
+        unprepared.clear()
+        queries.clear()
+        assert await profile_reads(api, member, 10) == [200] * 10
     # One SELECT per read, straight from the driver (``kit.driver_select``), with no BEGIN/COMMIT around it
     # and no ping (BEGIN, an empty query, ROLLBACK) before it.
     assert queries == []
@@ -211,18 +218,15 @@ async def test_page_queries_carry_their_limit_as_a_number(app: FastAPI, path: st
 
 async def test_list_pages_go_straight_to_the_driver_with_their_limit_written_in(app: FastAPI) -> None:
     """Followers and followings pages skip SQLAlchemy's execution on PostgreSQL (``kit.driver_select``)."""
-    database = database_of(app)
-    await database.engine.dispose()  # connections opened from here on carry the query logger
-    with sent_by_driver(database) as by_driver, statements(database.engine) as by_sqlalchemy:
-        async with client_for(app) as client:
-            api = Api(client)
-            member, follower = await api.register(), await api.register()
-            await api.follow(follower, member)
-            by_driver.clear()
-            by_sqlalchemy.clear()
-            for path in ("/users/{id}/followers?limit=5", "/users/{id}/followings?limit=5"):
-                response = await client.get(path.format(id=member.id), headers=member.headers)
-                assert response.status_code == 200, response.text
+    async with everything_sent(app) as (by_driver, by_sqlalchemy), client_for(app) as client:
+        api = Api(client)
+        member, follower = await api.register(), await api.register()
+        await api.follow(follower, member)
+        by_driver.clear()
+        by_sqlalchemy.clear()
+        for path in ("/users/{id}/followers?limit=5", "/users/{id}/followings?limit=5"):
+            response = await client.get(path.format(id=member.id), headers=member.headers)
+            assert response.status_code == 200, response.text
     assert not [statement for statement in by_sqlalchemy if "follows" in statement.sql], by_sqlalchemy
     paged = [sql for sql in by_driver if "follows" in sql]
     assert len(paged) >= 2, by_driver
