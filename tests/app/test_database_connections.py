@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from goodnight import db
 from goodnight.db import Database
+from goodnight.kit.driver_select import DriverSelect
 from tests.support.api import Api, Member
 from tests.support.apps import client_for, running
 from tests.support.databases import TestDatabase, settings_for
@@ -231,3 +232,19 @@ async def test_list_pages_go_straight_to_the_driver_with_their_limit_written_in(
     paged = [sql for sql in by_driver if "follows" in sql]
     assert len(paged) >= 2, by_driver
     assert all(re.search(r"LIMIT 6\b", sql) for sql in paged), paged
+
+
+async def test_a_driver_read_on_a_connection_killed_under_it_fails_as_sqlalchemy_would(app: FastAPI) -> None:
+    """The failure reaches the app as SQLAlchemy's own (a 503, a replica left for the primary), and the dead
+    connection is invalidated rather than given back to the pool."""
+    database = database_of(app)
+    select = DriverSelect(sa.select(sa.literal(1).label("one")))
+    async with database.read_connection(None) as connection:
+        assert [tuple(row) for row in await select.rows(connection, {})] == [(1,)]
+        assert await terminate_connections(app) >= 1
+        with pytest.raises(sa.exc.DBAPIError) as raised:
+            await select.rows(connection, {})
+    assert db.is_database_unavailable(raised.value)
+    assert raised.value.connection_invalidated
+    async with database.read_connection(None) as connection:  # a fresh connection serves again
+        assert [tuple(row) for row in await select.rows(connection, {})] == [(1,)]

@@ -136,7 +136,8 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert mixed["reads"] >= 9 * mixed["writes"]
     assert mixed["achieved_rps"] > 0
     assert mixed["cpu_us_per_request"]["api"] > 0
-    assert results["write_cpu_us_per_request"]["postgres"] > 0
+    # A handful of writes on pooled connections can stay under one clock tick of the backends' CPU (10 ms).
+    assert results["write_cpu_us_per_request"]["postgres"] >= 0
 
     # The outbox worker ran in a process of its own: its CPU is a tier apart, and it did the fanout.
     assert set(results["write_cpu_us_per_request"]) == {"api", "postgres", "redis", "worker"}

@@ -6,9 +6,10 @@ layers) cost a followers page about 140 µs of API CPU, more than the query cost
 asyncpg on the same pooled connection (asyncpg prepares it once per connection), with the parameters
 converted by the statement's own bind types. On MariaDB and SQLite SQLAlchemy runs it as usual.
 
-The rows are then the driver's: columns whose types convert values in Python (``db.UTCDateTime``, say)
-arrive unconverted, so such a statement selects them through ``sa.type_coerce`` to a plain type and its
-caller converts what it uses. Rows unpack and index alike on every backend.
+A failure is left to SQLAlchemy (see ``DriverSelect.rows``). The rows are the driver's: columns whose types
+convert values in Python (``db.UTCDateTime``, say) arrive unconverted, so such a statement selects them
+through ``sa.type_coerce`` to a plain type and its caller converts what it uses. Rows unpack and index alike
+on every backend.
 """
 
 from __future__ import annotations
@@ -51,7 +52,14 @@ class DriverSelect:
         compiled = self._postgres or self._compile(connection.dialect)
         driver = (await connection.get_raw_connection()).driver_connection
         assert driver is not None, "a checked-out connection has its driver connection"
-        found: list[Row] = await driver.fetch(compiled.sql, *compiled.arguments(parameters))
+        try:
+            found: list[Row] = await driver.fetch(compiled.sql, *compiled.arguments(parameters))
+        except Exception:
+            # The driver's own exception means nothing to the rest of the app, which knows SQLAlchemy's
+            # (a dead connection invalidated, a 503, a replica left for the primary). SQLAlchemy meets the
+            # same failure running the statement, and raises and handles it as it always does; a read is
+            # safe to run twice (a statement timeout waits twice).
+            return list((await connection.execute(self.statement, parameters)).all())
         return found
 
     def _compile(self, dialect: Dialect) -> _Compiled:
