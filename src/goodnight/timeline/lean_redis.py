@@ -128,8 +128,8 @@ class _Connection(asyncio.Protocol):
 
     def _write_outgoing(self) -> None:
         outgoing, self._outgoing = self._outgoing, []
-        if self.failure is None and outgoing:
-            self._transport.write(outgoing[0] if len(outgoing) == 1 else b"".join(outgoing))
+        if self.failure is None:  # else the transport is gone, and so are the commands' callers
+            self._transport.write(b"".join(outgoing))
 
     def close(self, failure: RedisError) -> None:
         """Fail every command in flight with ``failure`` (a fresh instance each) and drop the connection."""
