@@ -132,11 +132,15 @@ async def delete_recent(pool: Pool, token: str, since: datetime) -> int:
     return len(doomed)
 
 
-async def warm_up(pool: Pool, paths: list[tuple[str, str | None]], rounds: int) -> None:
-    """A few sequential requests per path: imports, pools, caches and JIT-free code paths all warmed."""
+async def warm_up(
+    pool: Pool, paths: list[tuple[str, str | None]], rounds: int, connections: int = 16
+) -> None:
+    """Requests on every path, ``connections`` at a time: imports, pools, caches and first-use code paths
+    all warmed, in every worker process. Sequential requests would travel on one kept-alive connection,
+    which one worker accepted; the others would pay their first-use costs in the first measured run."""
     for _ in range(rounds):
         for path, token in paths:
-            await pool.request("GET", path, token=token)
+            await asyncio.gather(*(pool.request("GET", path, token=token) for _ in range(connections)))
 
 
 async def sequential(pool: Pool, path: str, token: str | None, requests: int) -> dict[str, Any]:
