@@ -9,11 +9,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class PageItem:
+class PageItem(NamedTuple):
+    """One item of a page. A tuple, not a frozen dataclass: a page makes a dozen, and a frozen dataclass's
+    ``__init__`` costs several times a tuple's."""
+
     position: bytes  # (duration, id), see ``position``: the feed's order, and the next page's cursor
     item: bytes  # the feed item's JSON
 

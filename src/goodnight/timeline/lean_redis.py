@@ -203,10 +203,10 @@ class LeanRedis:
         address = plain_address(settings.redis_url)
         return cls(address) if address is not None else None
 
-    async def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+    async def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """The replies of ``commands`` run as one MULTI/EXEC transaction, written at once; an error reply
         among them raises it."""
-        packed = b"".join([_MULTI, *(_pack(tuple(command)) for command in commands), _EXEC])
+        packed = b"".join([_MULTI, *map(_pack, commands), _EXEC])
         connection = await self._connection_for_use()
         replies: list[Any] = await connection.send(packed, skipped=len(commands) + 1)
         for reply in replies:

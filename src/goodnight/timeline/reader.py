@@ -131,8 +131,10 @@ class TimelineReader:
                 clocked_in_ms, item = parse_rendering(raw)
                 if clocked_in_ms >= since_ms:
                     page.append(PageItem(member, item))
-            if len(page) >= limit or found.exhausted or not found.members:
-                return page[:limit]
+                    if len(page) == limit:  # the rest were fetched only in case of tombstones
+                        return page
+            if found.exhausted or not found.members:
+                return page
             cursor = found.members[-1]
         metrics.feed_from_sql(metrics.TOMBSTONES)
         return None  # a timeline this full of deleted records is better answered by SQL
