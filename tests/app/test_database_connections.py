@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -248,3 +249,20 @@ async def test_a_driver_read_on_a_connection_killed_under_it_fails_as_sqlalchemy
     assert raised.value.connection_invalidated
     async with database.read_connection(None) as connection:  # a fresh connection serves again
         assert [tuple(row) for row in await select.rows(connection, {})] == [(1,)]
+
+
+async def test_an_empty_list_page_checks_its_user_on_the_driver_too(app: FastAPI) -> None:
+    """An empty page costs a second query (does the user exist?); like the page's own, it is sent alone,
+    without a transaction around it."""
+    async with everything_sent(app) as (by_driver, by_sqlalchemy), client_for(app) as client:
+        member = await Api(client).register()
+        by_driver.clear()
+        by_sqlalchemy.clear()
+        lonely = await client.get(f"/users/{member.id}/followers", headers=member.headers)
+        unknown = await client.get(f"/users/{uuid.uuid4()}/followers", headers=member.headers)
+    assert lonely.status_code == 200, lonely.text
+    assert lonely.json()["data"] == []
+    assert unknown.status_code == 404, unknown.text
+    assert by_sqlalchemy == []
+    assert len(by_driver) == 4, by_driver  # each page's query and its user's
+    assert all(sql.startswith("SELECT") for sql in by_driver), by_driver

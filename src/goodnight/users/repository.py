@@ -115,8 +115,11 @@ def _people(viewer: uuid.UUID) -> sa.Select[uuid.UUID, str, str, str | None, int
     )
 
 
+_EXISTS = DriverSelect(sa.select(User.id).where(User.id == sa.bindparam("user_id")))
+
+
 async def exists(reads: Reads, user_id: uuid.UUID) -> bool:
-    return await reads.scalar(sa.select(User.id).where(User.id == user_id)) is not None
+    return bool(await _EXISTS.rows(reads, {"user_id": user_id}))
 
 
 async def summaries(session: AsyncSession, user_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, User]:
