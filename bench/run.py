@@ -50,6 +50,8 @@ from gnbench.workloads import (
 )
 
 HOST = "127.0.0.1"
+# How the published results name the run's temporary folder.
+RUN_FOLDER = "<run folder>"
 MIXED_LOAD = 0.5  # the share of a server's measured capacity for the mix that --mixed-rate auto targets
 ROLES = ("light_user", "median_user", "heavy_user", "celebrity")
 FEED_ROLES = ("light_user", "median_user", "heavy_user")
@@ -229,7 +231,9 @@ class Run:
             }
         )
         results["targets"] = report.targets(results)
-        return results
+        # The commands name files in this run's temporary folder (tokens, the seed summary), gone once it
+        # ends: published, they would only name a folder of the machine that ran it.
+        return _replaced(results, str(self.folder), RUN_FOLDER)
 
     def _start_servers(self) -> None:
         assert self.prepared is not None
@@ -769,6 +773,17 @@ def _command_line() -> str:
         executable = Path(sys.executable)
         launcher = [str(executable.relative_to(REPO)) if executable.is_relative_to(REPO) else str(executable)]
     return shlex.join([*launcher, "bench/run.py", *sys.argv[1:]])
+
+
+def _replaced(value: Any, old: str, new: str) -> Any:
+    """``value`` (JSON-like) with ``old`` replaced by ``new`` in every string it holds."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {key: _replaced(item, old, new) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item, old, new) for item in value]
+    return value
 
 
 @contextlib.contextmanager

@@ -91,6 +91,10 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
 
     results = json.loads((output / "results.json").read_text())
     assert results["meta"]["profile"] == "tiny"
+    # Commands name the run's temporary files by a placeholder, never by the folder of the machine that ran.
+    published = (output / "results.json").read_text() + (output / "results.md").read_text()
+    assert "goodnight-bench-" not in published
+    assert "<run folder>/tokens/" in published
     assert results["meta"]["machine"]["nproc"] >= 1
     assert results["dataset"]["summary"]["users"] == 400
 
