@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Set to 1 when GOODNIGHT_REDIS_URL points at a Redis Cluster node (cluster URLs look like any other).
     redis_cluster: bool = False
+    # How long opening a Redis connection, and then each reply, may take before Redis counts as away for the
+    # moment (feeds are served from SQL meanwhile, see redis_client.Breaker). Raise them for a Redis across
+    # a slow link, or on a machine loaded enough that even a local connection can take half a second.
+    redis_connect_timeout_seconds: float = Field(default=0.5, gt=0)
+    redis_timeout_seconds: float = Field(default=1.0, gt=0)
     # Followers above this count make a user a celebrity: no fanout, merged into feeds at read time.
     celebrity_threshold: int = Field(default=10_000, ge=1)
     # Timelines are kept up to date only for users seen within this many days.

@@ -42,14 +42,16 @@ class HiredisPackingConnection(Connection):
 def connect(settings: Settings) -> RedisClient:
     assert settings.redis_url is not None
     url = settings.redis_url
+    timeouts: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout_seconds,
+        "socket_connect_timeout": settings.redis_connect_timeout_seconds,
+    }
     if settings.redis_cluster:
-        return RedisCluster.from_url(url, socket_timeout=1.0, socket_connect_timeout=0.5)
+        return RedisCluster.from_url(url, **timeouts)
     options: dict[str, Any] = {}
     if url.startswith("redis://"):  # rediss:// and unix:// keep the connection class their scheme needs
         options["connection_class"] = HiredisPackingConnection
-    return Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=0.5, health_check_interval=15, **options
-    )
+    return Redis.from_url(url, health_check_interval=15, **timeouts, **options)
 
 
 class Breaker:

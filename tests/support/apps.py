@@ -36,6 +36,10 @@ def timeline_settings(database_url: str, redis_url: str, **overrides: object) ->
         "redis_url": redis_url,
         "celebrity_threshold": CELEBRITY_THRESHOLD,
         "embedded_worker": False,
+        # A loaded test machine can take longer than the default half second to open a local connection,
+        # which would send pages that a test expects from Redis to SQL. A stopped Redis refuses at once, and
+        # a paused one still accepts (then its replies time out): neither waits for this.
+        "redis_connect_timeout_seconds": 5.0,
     }
     values.update(overrides)
     return settings_for(database_url, **values)

@@ -305,6 +305,8 @@ def serve_env(postgres: PostgresServer, private_redis: RedisServer) -> dict[str,
         GOODNIGHT_DATABASE_POOL_TIMEOUT_SECONDS="1",
         # A loaded test machine can leave the worker a second behind; the lag rule itself is tested below.
         GOODNIGHT_TIMELINE_MAX_LAG_SECONDS="10",
+        # And take more than half a second to open a local connection (see timeline_settings).
+        GOODNIGHT_REDIS_CONNECT_TIMEOUT_SECONDS="5",
     )
 
 

@@ -505,6 +505,25 @@ def test_a_connection_that_does_not_open_times_out(on_loop: OnLoop) -> None:
     on_loop(body())
 
 
+def test_both_clients_wait_for_a_connection_as_long_as_the_settings_say(on_loop: OnLoop) -> None:
+    async def body() -> None:
+        with unanswered_port() as port:
+            settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", redis_connect_timeout_seconds=3.0)
+            lean = LeanRedis.for_settings(settings)
+            assert lean is not None
+            redis = connect(settings)
+            attempts = [asyncio.ensure_future(lean.mget(["key"])), asyncio.ensure_future(redis.get("key"))]
+            await asyncio.sleep(0.8)  # past the default half second, well inside the three configured
+            assert not any(attempt.done() for attempt in attempts)
+            for attempt in attempts:
+                attempt.cancel()
+            await asyncio.gather(*attempts, return_exceptions=True)
+            await lean.close()
+            await redis.aclose()
+
+    on_loop(body())
+
+
 def test_closing_fails_the_calls_in_flight_and_lets_a_connection_attempt_end(
     on_loop: OnLoop, own_server: RedisServer
 ) -> None:

@@ -35,7 +35,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from goodnight.config import Settings
 
-# As redis_client.connect configures redis-py.
+# The defaults of GOODNIGHT_REDIS_CONNECT_TIMEOUT_SECONDS and GOODNIGHT_REDIS_TIMEOUT_SECONDS, which
+# redis_client.connect gives redis-py.
 CONNECT_TIMEOUT_S = 0.5
 COMMAND_TIMEOUT_S = 1.0
 DEFAULT_PORT = 6379
@@ -88,9 +89,10 @@ class _Connection(asyncio.Protocol):
     One timer watches the oldest command only: replies come in order, so if it is answered in time, every
     command before it was too. Once closed (``failure`` set) the connection is never used again."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, address: Address) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: Address, command_timeout: float) -> None:
         self._loop = loop
         self._address = address
+        self._command_timeout = command_timeout
         # Error replies become redis-py's exceptions (NoScriptError, ResponseError, ...), nested ones too.
         self._parser = hiredis.Reader(
             protocolError=InvalidResponse,
@@ -112,7 +114,7 @@ class _Connection(asyncio.Protocol):
         if self.failure is not None:  # lost after the caller took it
             raise _again(self.failure)
         reply = self._loop.create_future()
-        deadline = self._loop.time() + COMMAND_TIMEOUT_S
+        deadline = self._loop.time() + self._command_timeout
         # Written at the end of this turn of the loop, with every command other pages send meanwhile: under
         # load, one write (and one read for Redis) carries many pages' commands instead of one each.
         if not self._outgoing:
@@ -185,12 +187,25 @@ class _Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(deadline, self._check_deadline)
 
 
+def _retrieve_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 class LeanRedis:
     """The feed page's two reads on a single Redis node (see the module's doc). Connects on first use, and
     again on the next call after a failure; calls made meanwhile share one connection attempt."""
 
-    def __init__(self, address: Address) -> None:
+    def __init__(
+        self,
+        address: Address,
+        *,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
+        command_timeout: float = COMMAND_TIMEOUT_S,
+    ) -> None:
         self.address = address
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
         self._connection: _Connection | None = None
         self._opening: asyncio.Task[_Connection] | None = None
 
@@ -201,7 +216,13 @@ class LeanRedis:
         if settings.redis_url is None or settings.redis_cluster:
             return None
         address = plain_address(settings.redis_url)
-        return cls(address) if address is not None else None
+        if address is None:
+            return None
+        return cls(
+            address,
+            connect_timeout=settings.redis_connect_timeout_seconds,
+            command_timeout=settings.redis_timeout_seconds,
+        )
 
     async def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """The replies of ``commands`` run as one MULTI/EXEC transaction, written at once; an error reply
@@ -242,6 +263,9 @@ class LeanRedis:
     async def _connect(self) -> _Connection:
         if self._opening is None:
             self._opening = asyncio.get_running_loop().create_task(self._open())
+            # Every caller may have been cancelled by the time the attempt fails: its failure is theirs to
+            # see, not asyncio's "exception was never retrieved" to log.
+            self._opening.add_done_callback(_retrieve_failure)
         # Shielded: a caller cancelled meanwhile must not cancel the attempt the others wait for.
         return await asyncio.shield(self._opening)
 
@@ -262,9 +286,9 @@ class LeanRedis:
         loop = asyncio.get_running_loop()
         address = self.address
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(loop, address), address.host, address.port
+                    lambda: _Connection(loop, address, self._command_timeout), address.host, address.port
                 )
         except TimeoutError:  # before OSError, of which it is a subclass
             raise RedisTimeoutError(f"Timeout connecting to {address}") from None
