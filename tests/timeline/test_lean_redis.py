@@ -63,9 +63,10 @@ def own_server() -> Iterator[RedisServer]:
 
 
 def lean_client(url: str) -> LeanRedis:
-    address = plain_address(url)
-    assert address is not None
-    return LeanRedis(address)
+    """The lean client as production configures it (the default timeouts)."""
+    lean = LeanRedis.for_settings(Settings(redis_url=url))
+    assert lean is not None
+    return lean
 
 
 @contextlib.asynccontextmanager

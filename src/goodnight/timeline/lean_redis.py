@@ -35,10 +35,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from goodnight.config import Settings
 
-# The defaults of GOODNIGHT_REDIS_CONNECT_TIMEOUT_SECONDS and GOODNIGHT_REDIS_TIMEOUT_SECONDS, which
-# redis_client.connect gives redis-py.
-CONNECT_TIMEOUT_S = 0.5
-COMMAND_TIMEOUT_S = 1.0
 DEFAULT_PORT = 6379
 # What hiredis returns while no whole reply has arrived (None and False can be replies).
 _NOT_ENOUGH_DATA = object()
@@ -200,8 +196,8 @@ class LeanRedis:
         self,
         address: Address,
         *,
-        connect_timeout: float = CONNECT_TIMEOUT_S,
-        command_timeout: float = COMMAND_TIMEOUT_S,
+        connect_timeout: float,  # the settings' Redis timeouts, as ``redis_client.connect`` gives redis-py
+        command_timeout: float,
     ) -> None:
         self.address = address
         self._connect_timeout = connect_timeout
