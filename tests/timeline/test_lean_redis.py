@@ -26,16 +26,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from goodnight.config import Settings
 from goodnight.feed.position import encode_position
-from goodnight.redis_client import REDIS_UNAVAILABLE, connect
+from goodnight.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from goodnight.timeline import keys
-from goodnight.timeline.lean_redis import Address, LeanRedis, plain_address
+from goodnight.timeline.lean_redis import Address, LeanRedis, TrackedValues, plain_address
 from goodnight.timeline.store import TimelineStore
 from tests.support.api import Api
 from tests.support.apps import AppTimeline
 from tests.support.databases import TestDatabase
 from tests.support.logs import app_logs
 from tests.support.redis_server import RedisServer
-from tests.timeline.test_timeline_faults import cast_and_warm, heal, running_rig
+from tests.timeline.test_timeline_faults import cast_and_warm, drain_outbox, feeds_match, heal, running_rig
 
 PASSWORD = "s3cret pass"  # a space: the URL must be unquoted as redis-py unquotes it
 QUOTED_PASSWORD = "s3cret%20pass"
@@ -62,9 +62,9 @@ def own_server() -> Iterator[RedisServer]:
         started.close()
 
 
-def lean_client(url: str) -> LeanRedis:
-    """The lean client as production configures it (the default timeouts)."""
-    lean = LeanRedis.for_settings(Settings(redis_url=url))
+def lean_client(url: str, **overrides: Any) -> LeanRedis:
+    """The lean client as production configures it (the default timeouts, tracking on), unless told."""
+    lean = LeanRedis.for_settings(Settings(redis_url=url, **overrides))
     assert lean is not None
     return lean
 
@@ -169,7 +169,14 @@ async def test_page_reads_equal_redis_pys(both: tuple[Redis, LeanRedis]) -> None
         (cold, None, 3),
     ]:
         expected = await through_redis_py.read(reader, first, last, after, count)
-        assert await through_lean.read(reader, first, last, after, count) == expected
+        found = await through_lean.read(reader, first, last, after, count)
+        if expected is None:
+            assert found is None
+        else:
+            assert found is not None
+            assert (found.candidates, found.marker) == (expected.candidates, expected.marker)
+            assert found.lean is not None
+            assert found.lean.celebrity_version is None
     assert await through_lean.read(cold, first, last, None, 3) is None
 
     renderings = {keys.rendering_key_of(member): f"item {n}" for n, member in enumerate(members[:4])}
@@ -390,7 +397,7 @@ async def not_redis(answer: bytes) -> AsyncIterator[tuple[str, list[int]]]:
 def test_a_protocol_error_fails_the_call_and_closes_the_connection(on_loop: OnLoop) -> None:
     async def body() -> None:
         async with not_redis(b"HTTP/1.1 400 Bad Request\r\n\r\n") as (url, accepted):
-            lean = lean_client(url)
+            lean = lean_client(url, redis_client_cache_size=0)  # no handshake: the first reply is the call's
             try:
                 for attempt in (1, 2):
                     with pytest.raises(InvalidResponse, match="Protocol error"):
@@ -405,7 +412,7 @@ def test_a_protocol_error_fails_the_call_and_closes_the_connection(on_loop: OnLo
 def test_a_reply_no_command_asked_for_closes_the_connection(on_loop: OnLoop) -> None:
     async def body() -> None:
         async with not_redis(b"+OK\r\n+OK\r\n") as (url, accepted):
-            lean = lean_client(url)
+            lean = lean_client(url, redis_client_cache_size=0)
             try:
                 assert await lean.execute("PING") == b"OK"
                 assert await lean.execute("PING") == b"OK"  # on a new connection: the stream was out of step
@@ -573,6 +580,105 @@ def test_password_and_database_are_sent_on_connect(on_loop: OnLoop) -> None:
     on_loop(body())
 
 
+# --- Client-side caching: values kept until Redis says they changed -------------------------------------
+
+
+def test_a_read_in_flight_across_an_invalidation_is_not_kept() -> None:
+    tracked = TrackedValues(capacity=10)
+    sent = tracked.invalidations
+    tracked.invalidate([b"lean:k"])  # parsed before the read's caller stores: it may be for this very key
+    tracked.store(["lean:k"], [b"old"], sent)
+    assert tracked.get("lean:k") is None
+    tracked.store(["lean:k", "lean:gone"], [b"new", None], tracked.invalidations)
+    assert (tracked.get("lean:k"), tracked.get("lean:gone"), len(tracked)) == (b"new", None, 1)
+    tracked.invalidate(None)  # FLUSHALL, FLUSHDB
+    assert len(tracked) == 0
+
+
+def test_tracked_values_keep_at_most_their_capacity_oldest_out_first() -> None:
+    tracked = TrackedValues(capacity=3)
+    names = [f"lean:{n}" for n in range(5)]
+    for name in names:
+        tracked.store([name], [name.encode()], tracked.invalidations)
+    assert [tracked.get(name) for name in names] == [None, None, b"lean:2", b"lean:3", b"lean:4"]
+
+
+async def held(lean: LeanRedis) -> TrackedValues:
+    """The lean connection's tracked values, current as of a transaction's reply."""
+    _, tracked = await lean.transaction_and_tracked([("PING",)])
+    assert tracked is not None
+    return tracked
+
+
+async def test_tracked_values_go_when_another_client_changes_them(both: tuple[Redis, LeanRedis]) -> None:
+    redis, lean = both
+    await redis.mset({"lean:tr:a": "one", "lean:tr:b": "two", "lean:tr:c": "three"})
+    names = ["lean:tr:a", "lean:tr:b", "lean:tr:c", "lean:tr:none"]
+    assert await lean.mget_tracked(names) == [b"one", b"two", b"three", None]
+    tracked = await held(lean)
+    assert [tracked.get(name) for name in names] == [b"one", b"two", b"three", None]
+    assert await lean.mget(["lean:tr:untracked"]) == [None]  # a plain MGET keeps nothing
+
+    await redis.set("lean:tr:a", "changed")
+    await redis.delete("lean:tr:b")
+    tracked = await held(lean)  # the invalidations arrive before this reply
+    assert [tracked.get(name) for name in names] == [None, None, b"three", None]
+    assert await lean.mget_tracked(names[:2]) == [b"changed", None]
+    assert (await held(lean)).get("lean:tr:a") == b"changed"
+
+    await redis.set("lean:tr:short", "lived", px=200)
+    assert await lean.mget_tracked(["lean:tr:short"]) in ([b"lived"], [None])  # None: a very slow machine
+    await asyncio.sleep(0.3)
+    assert await redis.get("lean:tr:short") is None  # expired (and deleted, at this access at the latest)
+    assert (await held(lean)).get("lean:tr:short") is None
+
+    await redis.flushdb()
+    assert len(await held(lean)) == 0
+
+
+async def test_a_lost_connection_loses_its_tracked_values(both: tuple[Redis, LeanRedis]) -> None:
+    redis, lean = both
+    await redis.set("lean:lost", "before")
+    assert await lean.mget_tracked(["lean:lost"]) == [b"before"]
+    first = await held(lean)
+    assert first.get("lean:lost") == b"before"
+    await redis.client_kill_filter(_type="normal", skipme=True)  # the lean connection among them
+    await redis.set("lean:lost", "after")  # no connection to tell
+    with contextlib.suppress(RedisConnectionError):  # the loss, unless seen already: the next call reconnects
+        await lean.mget(["lean:lost"])
+    second = await held(lean)  # a new connection: nothing held
+    assert second is not first
+    assert len(second) == 0
+    assert await lean.mget_tracked(["lean:lost"]) == [b"after"]
+
+
+def test_a_server_without_hello_is_read_without_tracking(on_loop: OnLoop) -> None:
+    async def body() -> None:
+        old = RedisServer("--rename-command", "HELLO", '""').start()
+        try:
+            async with clients(old.url) as (_, lean):
+                assert await lean.execute("SET", "lean:old", "value") == b"OK"
+                assert await lean.mget_tracked(["lean:old"]) == [b"value"]
+                assert await lean.transaction_and_tracked([("GET", "lean:old")]) == ([b"value"], None)
+        finally:
+            old.close()
+
+    on_loop(body())
+
+
+def test_a_cache_size_of_zero_turns_tracking_off(on_loop: OnLoop, server: RedisServer) -> None:
+    async def body() -> None:
+        lean = lean_client(server.url, redis_client_cache_size=0)
+        assert lean is not None
+        try:
+            assert await lean.mget_tracked(["lean:off"]) == [None]
+            assert await lean.transaction_and_tracked([("PING",)]) == ([b"PONG"], None)
+        finally:
+            await lean.close()
+
+    on_loop(body())
+
+
 # --- The feed reader on the lean client -------------------------------------------------------------------
 
 
@@ -610,5 +716,36 @@ async def test_the_feed_reader_trips_its_breaker_when_redis_is_killed(
             server.start()  # empty: the timelines are rebuilt, then served from Redis again
             await asyncio.sleep(1.1)  # past the breaker's cool-down
             await heal(api, rig, cast.readers)
+    finally:
+        server.close()
+
+
+async def mget_calls(redis: RedisClient) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+
+
+async def test_pages_take_held_renderings_and_see_every_change_to_them(
+    api: Api, database: TestDatabase
+) -> None:
+    server = RedisServer().start()
+    try:
+        async with running_rig(database, server, server.url) as rig:
+            cast = await cast_and_warm(rig, api)  # every reader's pages have been read: their items are held
+            redis = rig.timeline.redis
+            before = await mget_calls(redis)
+            await feeds_match(api, rig, cast.readers, from_redis=True)
+            assert await mget_calls(redis) == before  # every page in one round trip
+
+            renamed = await rig.api.rename(cast.alice, "Alice Anew")
+            assert renamed.status_code == 200, renamed.text
+            gone = cast.records["bob"][0]["id"]
+            deleted = await rig.client.delete(f"/sleep_records/{gone}", headers=cast.bob.headers)
+            assert deleted.status_code == 204, deleted.text
+            await drain_outbox(rig)  # re-renders alice's items, turns bob's record into a tombstone
+            await feeds_match(api, rig, cast.readers, from_redis=True)
+            items = (await rig.api.feed(cast.reader)).json()["data"]
+            assert "Alice Anew" in {item["user"]["name"] for item in items}
+            assert gone not in {item["id"] for item in items}
     finally:
         server.close()

@@ -1,5 +1,6 @@
-"""A lean asyncio client for the feed page's two Redis reads: the timeline read (a MULTI/EXEC transaction) and
-the renderings' MGET, pipelined on one TCP connection per process.
+"""A lean asyncio client for the feed page's Redis reads: the timeline read (a MULTI/EXEC transaction) and
+the renderings' MGET, pipelined on one TCP connection per process, with Redis's client-side caching for the
+renderings.
 
 Why it exists: redis-py's asyncio client spends 60-85 µs of CPU per command even with hiredis packing (a
 connection taken from and given back to its pool, the retry wrapper, the observability hooks, a response
@@ -9,7 +10,15 @@ a future that ``data_received`` resolves once hiredis has parsed the reply.
 Replies are matched to futures in the order the commands were written; a caller cancelled while waiting
 leaves its future in the queue, so its reply is still read, then dropped.
 
-What it does not do: any other command, Redis Cluster, TLS, Unix sockets, URL options, RESP3
+Client-side caching (``CLIENT TRACKING``, RESP3): values read by ``mget_tracked`` are kept per connection
+(``TrackedValues``) until Redis pushes an invalidation for them. Redis writes that push on this same
+connection when the key changes, so it precedes the reply to any command executed after the change: once a
+reply has been parsed, what the connection still holds is what Redis held when it executed that command.
+A page (see ``timeline.pages``) reads its timeline in a transaction and takes the renderings it already holds
+from that transaction's connection, skipping the second round trip. A lost connection loses its values with
+it (invalidations may have been lost too); a server without ``HELLO`` (before Redis 6) is read without them.
+
+What it does not do: any other command, Redis Cluster, TLS, Unix sockets, URL options
 (``LeanRedis.for_settings`` returns None for those and redis-py serves), nor retries (the feed reader's
 breaker is the retry policy). Failures look as they do from redis-py as ``redis_client.connect`` configures
 it: 0.5 s to connect, 1 s per command, redis-py's exception classes (so ``REDIS_ERRORS`` catches them and
@@ -30,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 from redis._parsers import BaseParser
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, RedisError
+from redis.exceptions import InvalidResponse, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from goodnight.config import Settings
@@ -41,6 +50,9 @@ _NOT_ENOUGH_DATA = object()
 # hiredis's stub types the command as a 1-tuple; it takes any number of items.
 _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 _MULTI, _EXEC = _pack(("MULTI",)), _pack(("EXEC",))
+# With tracking in OPTIN mode, only the keys of the command right after this one are tracked.
+_CACHING_YES = _pack(("CLIENT", "CACHING", "YES"))
+_INVALIDATE = b"invalidate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +85,47 @@ def plain_address(url: str) -> Address | None:
     )
 
 
+class TrackedValues:
+    """Values one connection read with tracking on, kept until Redis says they changed (see the module's doc).
+
+    At most ``capacity`` are kept; the oldest stored goes first (a hit does not refresh it: renderings are
+    read by many pages while their records are recent, and the oldest are the first to leave the window)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._values: dict[str, bytes] = {}
+        # Moves with every invalidation: values read by a command that was in flight across one are not
+        # stored, since the invalidation may have been for them and parsed before the caller stored them.
+        self.invalidations = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, name: str) -> bytes | None:
+        return self._values.get(name)
+
+    def store(self, names: Sequence[str], values: Sequence[bytes | None], since: int) -> None:
+        """Keep the values a tracked read returned for ``names`` (missing keys are not kept), unless an
+        invalidation came after ``since`` (``invalidations`` when the read was sent)."""
+        if since != self.invalidations:
+            return
+        kept = self._values
+        for name, value in zip(names, values, strict=True):
+            if value is not None:
+                kept[name] = value
+        while len(kept) > self._capacity:
+            del kept[next(iter(kept))]
+
+    def invalidate(self, names: list[bytes] | None) -> None:
+        """Forget ``names`` (None: everything, as after FLUSHALL)."""
+        self.invalidations += 1
+        if names is None:
+            self._values.clear()
+            return
+        for name in names:
+            self._values.pop(name.decode(), None)
+
+
 def _again(failure: RedisError) -> RedisError:
     """A fresh exception like ``failure``, for one more caller (an exception raised twice would collect
     both tracebacks)."""
@@ -102,6 +155,8 @@ class _Connection(asyncio.Protocol):
         # Commands sent during this turn of the event loop, written together at its end (see ``send``).
         self._outgoing: list[bytes] = []
         self.failure: RedisError | None = None
+        # Set once the handshake has turned tracking on (see ``LeanRedis._handshake``).
+        self.tracked: TrackedValues | None = None
 
     def send(self, command: bytes, skipped: int = 0) -> asyncio.Future[Any]:
         """Write ``command`` (packed, possibly several), whose last reply the future returns; the ``skipped``
@@ -155,6 +210,10 @@ class _Connection(asyncio.Protocol):
         try:
             parsed = parser.gets()
             while parsed is not _NOT_ENOUGH_DATA:
+                if type(parsed) is hiredis.PushNotification:  # not a reply: no command waits for it
+                    self._pushed(parsed)
+                    parsed = parser.gets()
+                    continue
                 reply, _ = self._waiting.popleft()
                 # None, or done because its caller was cancelled: the reply is dropped.
                 if reply is not None and not reply.done():
@@ -167,6 +226,10 @@ class _Connection(asyncio.Protocol):
             self.close(InvalidResponse(f"Protocol error from {self._address}: {exc}"))
         except IndexError:
             self.close(InvalidResponse(f"A reply from {self._address} that no command asked for"))
+
+    def _pushed(self, message: list[Any]) -> None:
+        if self.tracked is not None and message and message[0] == _INVALIDATE:
+            self.tracked.invalidate(message[1])
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = "Connection closed by server." if exc is None else f"{type(exc).__name__}: {exc}"
@@ -183,9 +246,9 @@ class _Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(deadline, self._check_deadline)
 
 
-def _retrieve_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _retrieve_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 class LeanRedis:
@@ -198,10 +261,12 @@ class LeanRedis:
         *,
         connect_timeout: float,  # the settings' Redis timeouts, as ``redis_client.connect`` gives redis-py
         command_timeout: float,
+        tracked_capacity: int = 0,  # values kept under client-side caching; 0: none (no tracking)
     ) -> None:
         self.address = address
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
+        self._tracked_capacity = tracked_capacity
         self._connection: _Connection | None = None
         self._opening: asyncio.Task[_Connection] | None = None
 
@@ -218,21 +283,47 @@ class LeanRedis:
             address,
             connect_timeout=settings.redis_connect_timeout_seconds,
             command_timeout=settings.redis_timeout_seconds,
+            tracked_capacity=settings.redis_client_cache_size,
         )
 
     async def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """The replies of ``commands`` run as one MULTI/EXEC transaction, written at once; an error reply
         among them raises it."""
+        replies, _ = await self.transaction_and_tracked(commands)
+        return replies
+
+    async def transaction_and_tracked(
+        self, commands: Sequence[tuple[Any, ...]]
+    ) -> tuple[list[Any], TrackedValues | None]:
+        """``transaction``, and the tracked values of the connection that ran it: each is what Redis held
+        when it executed the transaction, or newer (None when the connection does not track)."""
         packed = b"".join([_MULTI, *map(_pack, commands), _EXEC])
         connection = await self._connection_for_use()
         replies: list[Any] = await connection.send(packed, skipped=len(commands) + 1)
         for reply in replies:
             if isinstance(reply, RedisError):
                 raise reply
-        return replies
+        return replies, connection.tracked
 
     async def mget(self, names: Sequence[str | bytes]) -> list[bytes | None]:
         found: list[bytes | None] = await self.execute("MGET", *names)
+        return found
+
+    async def mget_tracked(self, names: Sequence[str]) -> list[bytes | None]:
+        """``mget``, keeping what it finds in the connection's tracked values (when it tracks) until Redis
+        says it changed."""
+        connection = await self._connection_for_use()
+        tracked = connection.tracked
+        if tracked is None:
+            found: list[bytes | None] = await connection.send(_pack(("MGET", *names)))
+            return found
+        since = tracked.invalidations
+        caching = connection.send(_CACHING_YES)  # written with the MGET, in the same write
+        caching.add_done_callback(_retrieve_failure)  # a failure fails the MGET too, which raises it
+        found = await connection.send(_pack(("MGET", *names)))
+        # Answered before the MGET was; refused, the MGET's keys would not be tracked.
+        if caching.done() and caching.exception() is None:
+            tracked.store(names, found, since)
         return found
 
     async def execute(self, *command: Any) -> Any:
@@ -301,3 +392,16 @@ class LeanRedis:
             await connection.send(_pack(("AUTH", *credentials)))
         if address.db:
             await connection.send(_pack(("SELECT", address.db)))
+        if self._tracked_capacity > 0:
+            await self._track(connection)
+
+    async def _track(self, connection: _Connection) -> None:
+        """Client-side caching in its default mode, which needs RESP3: invalidations come on this connection,
+        in order with its replies. OPTIN: only what ``mget_tracked`` reads is tracked. A server that does not
+        know HELLO (before Redis 6) is read without it."""
+        try:
+            await connection.send(_pack(("HELLO", 3)))
+        except ResponseError:
+            return
+        await connection.send(_pack(("CLIENT", "TRACKING", "ON", "OPTIN")))
+        connection.tracked = TrackedValues(self._tracked_capacity)

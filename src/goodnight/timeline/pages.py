@@ -1,9 +1,14 @@
-"""Reading a page of a timeline from Redis: two round trips, no database query.
+"""Reading a page of a timeline from Redis: one or two round trips, no database query.
 
 The first is one MULTI/EXEC transaction: the reader's marker and the members after the cursor of each day
 bucket, read atomically (all share the reader's hash tag, hence one Cluster slot). They are merged with the
 celebrity members the caller brings (never fanned out, see ``reader``). The second fetches the merged
 members' stored renderings and the celebrity version, which live in other Cluster slots.
+
+On the lean client (a single Redis node) the transaction reads the celebrity version too, and renderings
+come from the client's tracked values where it holds them (``lean_redis``: Redis's client-side caching,
+whose invalidations arrive before the transaction's reply): a page whose items this process has served
+before costs one round trip, and only the renderings it lacks are fetched.
 
 Why a transaction and not a Lua script: the same reads cost Redis's single thread about 40 µs less per page
 as plain commands than through Lua (which converts every member into a Lua string and back). And why the
@@ -24,7 +29,7 @@ from redis.asyncio import RedisCluster
 
 from goodnight.redis_client import RedisClient
 from goodnight.timeline import keys
-from goodnight.timeline.lean_redis import LeanRedis
+from goodnight.timeline.lean_redis import LeanRedis, TrackedValues
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +42,21 @@ class Marker:
 class Candidates:
     members: list[list[bytes]]  # per day bucket, newest first: (duration, id) descending
     count: int  # how many were asked of each bucket: a bucket that returned fewer has nothing more
+
+
+@dataclass(frozen=True, slots=True)
+class LeanRead:
+    """What a timeline read on the lean client brings besides the timeline."""
+
+    celebrity_version: bytes | None
+    tracked: TrackedValues | None  # the renderings its connection holds, current as of the read
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineRead:
+    candidates: Candidates
+    marker: Marker
+    lean: LeanRead | None  # None when read through redis-py
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +86,9 @@ def merge(candidates: Candidates, celebrity: list[bytes], count: int) -> tuple[l
     return batch, all(len(found) < candidates.count for found in candidates.members)
 
 
+_CELEBRITY_VERSION = ("GET", keys.CELEBRITIES_VERSION)
+
+
 class Pages:
     def __init__(self, redis: RedisClient, lean: LeanRedis | None = None) -> None:
         self.redis = redis
@@ -75,7 +98,7 @@ class Pages:
 
     async def read(
         self, reader: uuid.UUID, first: date, last: date, after: bytes | None, count: int
-    ) -> tuple[Candidates, Marker] | None:
+    ) -> TimelineRead | None:
         """Up to ``count`` members of each day bucket from ``last`` back to ``first`` after the cursor
         ``after``, in one round trip; None when the timeline is cold (no marker): it must not be served as
         the truth."""
@@ -86,15 +109,19 @@ class Pages:
         for day in keys.bucket_suffixes(first, last):
             commands.append(("ZRANGE", prefix + day, upper, "-", "BYLEX", "REV", "LIMIT", 0, count))
         if self.lean is not None:
-            (seen, follows), *per_day = await self.lean.transaction(commands)
+            commands.append(_CELEBRITY_VERSION)
+            replies, tracked = await self.lean.transaction_and_tracked(commands)
+            (seen, follows), *per_day, version = replies
+            lean = LeanRead(version, tracked)
         else:
             pipe = self.redis.pipeline(transaction=True)
             for command in commands:
                 pipe.execute_command(*command)
             (seen, follows), *per_day = await pipe.execute()
+            lean = None
         if seen is None:
             return None
-        return Candidates(per_day, count), Marker(float(seen), int(follows or 0))
+        return TimelineRead(Candidates(per_day, count), Marker(float(seen), int(follows or 0)), lean)
 
     async def page(
         self,
@@ -111,10 +138,29 @@ class Pages:
         found = await self.read(reader, first, last, after, count)
         if found is None:
             return None
-        candidates, marker = found
-        members, exhausted = merge(candidates, celebrity, count)
-        version, renderings = await self.renderings(members)
-        return PageRead(marker, version, members, renderings, exhausted)
+        members, exhausted = merge(found.candidates, celebrity, count)
+        if found.lean is None:
+            version, renderings = await self.renderings(members)
+        else:
+            version = found.lean.celebrity_version
+            renderings = await self._tracked_renderings(members, found.lean.tracked)
+        return PageRead(found.marker, version, members, renderings, exhausted)
+
+    async def _tracked_renderings(
+        self, members: list[bytes], tracked: TrackedValues | None
+    ) -> list[bytes | None]:
+        """The members' renderings: those the lean client's connection holds, the rest fetched (and kept)."""
+        assert self.lean is not None
+        names = [keys.rendering_key_of(member) for member in members]
+        if tracked is None:
+            return await self.lean.mget_tracked(names)
+        renderings = [tracked.get(name) for name in names]
+        missing = [index for index, found in enumerate(renderings) if found is None]
+        if missing:
+            fetched = await self.lean.mget_tracked([names[index] for index in missing])
+            for index, found in zip(missing, fetched, strict=True):
+                renderings[index] = found
+        return renderings
 
     async def renderings(self, members: Sequence[bytes]) -> tuple[bytes | None, list[bytes | None]]:
         """The celebrity version, and the rendering of each member's record (None if missing), in one round
