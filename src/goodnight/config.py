@@ -52,8 +52,9 @@ class Settings(BaseSettings):
     # a slow link, or on a machine loaded enough that even a local connection can take half a second.
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0)
     redis_timeout_seconds: float = Field(default=1.0, gt=0)
-    # Feed items (renderings) each API process keeps under Redis's client-side caching, so a page whose items
-    # it holds needs one round trip to Redis instead of two; about 0.5 KB each. 0 turns the cache off.
+    # Redis keys (timeline buckets and markers, feed items) each API process keeps under Redis's client-side
+    # caching, so a page whose timeline and items are unchanged costs one round trip and almost no Redis
+    # time; items are about 0.5 KB each. 0 turns the cache off.
     redis_client_cache_size: int = Field(default=50_000, ge=0)
     # Followers above this count make a user a celebrity: no fanout, merged into feeds at read time.
     celebrity_threshold: int = Field(default=10_000, ge=1)

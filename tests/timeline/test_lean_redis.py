@@ -28,7 +28,13 @@ from goodnight.config import Settings
 from goodnight.feed.position import encode_position
 from goodnight.redis_client import REDIS_UNAVAILABLE, RedisClient, connect
 from goodnight.timeline import keys
-from goodnight.timeline.lean_redis import Address, LeanRedis, TrackedValues, plain_address
+from goodnight.timeline.lean_redis import (
+    MAX_REPLIES_PER_KEY,
+    Address,
+    LeanRedis,
+    TrackedValues,
+    plain_address,
+)
 from goodnight.timeline.store import TimelineStore
 from tests.support.api import Api
 from tests.support.apps import AppTimeline
@@ -585,27 +591,53 @@ def test_password_and_database_are_sent_on_connect(on_loop: OnLoop) -> None:
 
 def test_a_read_in_flight_across_an_invalidation_is_not_kept() -> None:
     tracked = TrackedValues(capacity=10)
-    sent = tracked.invalidations
-    tracked.invalidate([b"lean:k"])  # parsed before the read's caller stores: it may be for this very key
-    tracked.store(["lean:k"], [b"old"], sent)
-    assert tracked.get("lean:k") is None
-    tracked.store(["lean:k", "lean:gone"], [b"new", None], tracked.invalidations)
-    assert (tracked.get("lean:k"), tracked.get("lean:gone"), len(tracked)) == (b"new", None, 1)
+    command = ("GET", "lean:k")
+    entry = tracked.open("lean:k")  # the read is sent
+    tracked.invalidate([b"lean:k"])  # parsed before its reply is stored: it may be for what the read saw
+    tracked.store("lean:k", entry, command, b"old")
+    assert tracked.value("lean:k") is None
+    entry = tracked.open("lean:k")
+    tracked.store("lean:k", entry, command, b"new")
+    assert (tracked.value("lean:k"), tracked.holds("lean:k", entry), len(tracked)) == (b"new", True, 1)
     tracked.invalidate(None)  # FLUSHALL, FLUSHDB
     assert len(tracked) == 0
+    assert not tracked.holds("lean:k", entry)
 
 
 def test_tracked_values_keep_at_most_their_capacity_oldest_out_first() -> None:
     tracked = TrackedValues(capacity=3)
     names = [f"lean:{n}" for n in range(5)]
     for name in names:
-        tracked.store([name], [name.encode()], tracked.invalidations)
-    assert [tracked.get(name) for name in names] == [None, None, b"lean:2", b"lean:3", b"lean:4"]
+        tracked.store(name, tracked.open(name), ("GET", name), name.encode())
+    assert [tracked.value(name) for name in names] == [None, None, b"lean:2", b"lean:3", b"lean:4"]
+
+
+def test_a_key_keeps_the_replies_of_a_few_reads_only() -> None:
+    tracked = TrackedValues(capacity=100)
+    entry = tracked.open("lean:scrolled")
+    for page in range(MAX_REPLIES_PER_KEY + 1):
+        tracked.store("lean:scrolled", entry, ("ZRANGE", "lean:scrolled", page), [b"member"])
+    assert len(entry) == len(tracked) == 1  # emptied when full, then the last stored
+
+
+def test_capacity_counts_replies_and_keys_read_but_missing() -> None:
+    tracked = TrackedValues(capacity=4)
+    scrolled = tracked.open("lean:scrolled")
+    for page in range(3):
+        tracked.store("lean:scrolled", scrolled, ("ZRANGE", "lean:scrolled", page), [b"member"])
+    tracked.store("lean:a", tracked.open("lean:a"), ("GET", "lean:a"), b"a")
+    assert len(tracked) == 4
+    tracked.store("lean:b", tracked.open("lean:b"), ("GET", "lean:b"), b"b")  # the oldest key goes, all of it
+    assert (len(tracked), tracked.holds("lean:scrolled", scrolled)) == (2, False)
+    missing = [tracked.open(f"lean:none{n}") for n in range(4)]  # read, found missing: nothing stored
+    assert len(tracked) == 0
+    assert tracked.holds("lean:none3", missing[3])
+    assert not tracked.holds("lean:a", {})
 
 
 async def held(lean: LeanRedis) -> TrackedValues:
     """The lean connection's tracked values, current as of a transaction's reply."""
-    _, tracked = await lean.transaction_and_tracked([("PING",)])
+    _, tracked = await lean.read_tracked([])  # nothing to read: a PING
     assert tracked is not None
     return tracked
 
@@ -616,24 +648,86 @@ async def test_tracked_values_go_when_another_client_changes_them(both: tuple[Re
     names = ["lean:tr:a", "lean:tr:b", "lean:tr:c", "lean:tr:none"]
     assert await lean.mget_tracked(names) == [b"one", b"two", b"three", None]
     tracked = await held(lean)
-    assert [tracked.get(name) for name in names] == [b"one", b"two", b"three", None]
+    assert [tracked.value(name) for name in names] == [b"one", b"two", b"three", None]
     assert await lean.mget(["lean:tr:untracked"]) == [None]  # a plain MGET keeps nothing
 
     await redis.set("lean:tr:a", "changed")
     await redis.delete("lean:tr:b")
     tracked = await held(lean)  # the invalidations arrive before this reply
-    assert [tracked.get(name) for name in names] == [None, None, b"three", None]
+    assert [tracked.value(name) for name in names] == [None, None, b"three", None]
     assert await lean.mget_tracked(names[:2]) == [b"changed", None]
-    assert (await held(lean)).get("lean:tr:a") == b"changed"
+    assert (await held(lean)).value("lean:tr:a") == b"changed"
 
     await redis.set("lean:tr:short", "lived", px=200)
     assert await lean.mget_tracked(["lean:tr:short"]) in ([b"lived"], [None])  # None: a very slow machine
     await asyncio.sleep(0.3)
     assert await redis.get("lean:tr:short") is None  # expired (and deleted, at this access at the latest)
-    assert (await held(lean)).get("lean:tr:short") is None
+    assert (await held(lean)).value("lean:tr:short") is None
 
     await redis.flushdb()
     assert len(await held(lean)) == 0
+
+
+async def command_calls(redis: Redis, *names: str) -> list[int]:
+    stats = await redis.info("commandstats")
+    return [int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names]
+
+
+async def test_held_replies_are_read_from_memory_after_one_ping(both: tuple[Redis, LeanRedis]) -> None:
+    redis, lean = both
+    await redis.set("lean:rt:a", "one")
+    await redis.zadd("lean:rt:z", {"m": 0, "n": 0})
+    reads: list[tuple[str, tuple[Any, ...]]] = [
+        ("lean:rt:a", ("GET", "lean:rt:a")),
+        ("lean:rt:z", ("ZRANGE", "lean:rt:z", "+", "-", "BYLEX", "REV", "LIMIT", 0, 1)),
+        ("lean:rt:z", ("ZRANGE", "lean:rt:z", "(n", "-", "BYLEX", "REV", "LIMIT", 0, 1)),  # the next page
+        ("lean:rt:none", ("GET", "lean:rt:none")),
+    ]
+    expected = [b"one", [b"n"], [b"m"], None]
+    assert (await lean.read_tracked(reads))[0] == expected
+    before = await command_calls(redis, "get", "zrange", "ping", "exec")
+    assert (await lean.read_tracked(reads))[0] == expected
+    assert await command_calls(redis, "get", "zrange", "ping", "exec") == [
+        *before[:2],
+        before[2] + 1,
+        before[3],
+    ]
+
+    await redis.zadd("lean:rt:z", {"o": 0})  # the set's replies go; the string's stay
+    assert (await lean.read_tracked(reads))[0] == [b"one", [b"o"], [b"m"], None]
+    after = await command_calls(redis, "get", "zrange")
+    assert after == [before[0], before[1] + 2]
+
+
+# Holds Redis busy for 0.3 s, then changes KEYS[1]: whatever another client sends meanwhile waits behind it.
+BUSY_THEN_SET = """
+local started = redis.call('TIME')
+repeat
+  local now = redis.call('TIME')
+until (now[1] - started[1]) * 1000000 + (now[2] - started[2]) > 300000
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
+async def test_a_held_reply_changed_before_the_round_trip_is_read_again(
+    both: tuple[Redis, LeanRedis],
+) -> None:
+    redis, lean = both
+    await redis.set("lean:race", "before")
+    reads: list[tuple[str, tuple[Any, ...]]] = [
+        ("lean:race", ("GET", "lean:race")),
+        ("lean:x", ("GET", "lean:x")),
+    ]
+    assert (await lean.read_tracked(reads))[0] == [b"before", None]  # held from now on
+    busy = asyncio.create_task(redis.eval(BUSY_THEN_SET, 1, "lean:race", "after"))
+    await asyncio.sleep(0.1)  # the script runs; the read below is taken from memory, then waits for its PING
+    replies, tracked = await lean.read_tracked(reads)
+    # The change came before the PING's reply: the read is made again, not answered from memory.
+    assert replies == [b"after", None]
+    assert await busy == 1
+    assert tracked is not None
+    assert (await lean.read_tracked(reads))[0] == [b"after", None]
 
 
 async def test_a_lost_connection_loses_its_tracked_values(both: tuple[Redis, LeanRedis]) -> None:
@@ -641,7 +735,7 @@ async def test_a_lost_connection_loses_its_tracked_values(both: tuple[Redis, Lea
     await redis.set("lean:lost", "before")
     assert await lean.mget_tracked(["lean:lost"]) == [b"before"]
     first = await held(lean)
-    assert first.get("lean:lost") == b"before"
+    assert first.value("lean:lost") == b"before"
     await redis.client_kill_filter(_type="normal", skipme=True)  # the lean connection among them
     await redis.set("lean:lost", "after")  # no connection to tell
     with contextlib.suppress(RedisConnectionError):  # the loss, unless seen already: the next call reconnects
@@ -659,7 +753,7 @@ def test_a_server_without_hello_is_read_without_tracking(on_loop: OnLoop) -> Non
             async with clients(old.url) as (_, lean):
                 assert await lean.execute("SET", "lean:old", "value") == b"OK"
                 assert await lean.mget_tracked(["lean:old"]) == [b"value"]
-                assert await lean.transaction_and_tracked([("GET", "lean:old")]) == ([b"value"], None)
+                assert await lean.read_tracked([("lean:old", ("GET", "lean:old"))]) == ([b"value"], None)
         finally:
             old.close()
 
@@ -672,7 +766,7 @@ def test_a_cache_size_of_zero_turns_tracking_off(on_loop: OnLoop, server: RedisS
         assert lean is not None
         try:
             assert await lean.mget_tracked(["lean:off"]) == [None]
-            assert await lean.transaction_and_tracked([("PING",)]) == ([b"PONG"], None)
+            assert await lean.read_tracked([("lean:off", ("GET", "lean:off"))]) == ([None], None)
         finally:
             await lean.close()
 

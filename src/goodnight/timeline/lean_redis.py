@@ -1,6 +1,5 @@
 """A lean asyncio client for the feed page's Redis reads: the timeline read (a MULTI/EXEC transaction) and
-the renderings' MGET, pipelined on one TCP connection per process, with Redis's client-side caching for the
-renderings.
+the renderings' MGET, pipelined on one TCP connection per process, with Redis's client-side caching.
 
 Why it exists: redis-py's asyncio client spends 60-85 µs of CPU per command even with hiredis packing (a
 connection taken from and given back to its pool, the retry wrapper, the observability hooks, a response
@@ -10,13 +9,17 @@ a future that ``data_received`` resolves once hiredis has parsed the reply.
 Replies are matched to futures in the order the commands were written; a caller cancelled while waiting
 leaves its future in the queue, so its reply is still read, then dropped.
 
-Client-side caching (``CLIENT TRACKING``, RESP3): values read by ``mget_tracked`` are kept per connection
-(``TrackedValues``) until Redis pushes an invalidation for them. Redis writes that push on this same
-connection when the key changes, so it precedes the reply to any command executed after the change: once a
-reply has been parsed, what the connection still holds is what Redis held when it executed that command.
-A page (see ``timeline.pages``) reads its timeline in a transaction and takes the renderings it already holds
-from that transaction's connection, skipping the second round trip. A lost connection loses its values with
-it (invalidations may have been lost too); a server without ``HELLO`` (before Redis 6) is read without them.
+Client-side caching (``CLIENT TRACKING``, RESP3, opt-in): replies of tracked reads (``read_tracked``,
+``mget_tracked``) are kept per connection and per key (``TrackedValues``) until Redis pushes an
+invalidation for the key. Redis writes that push on this same connection when the key changes (a write,
+an expiry, an eviction, a flush), so it precedes the reply to any command executed after the change: once a
+reply has been parsed, a held reply still there is what Redis held when it executed that command. So a
+tracked read answers what it holds from memory and sends only the rest, and when it holds everything it
+still makes one round trip, a PING, after which every change made before the call is known; a held reply
+whose key changed before that reply is read again. A page (see ``timeline.pages``) thus costs one round
+trip, and almost nothing of Redis's time, while its reader's timeline and items are unchanged. A lost
+connection loses what it held (invalidations may have been lost with it); a server without ``HELLO``
+(before Redis 6) is read without it.
 
 What it does not do: any other command, Redis Cluster, TLS, Unix sockets, URL options
 (``LeanRedis.for_settings`` returns None for those and redis-py serves), nor retries (the feed reader's
@@ -52,7 +55,14 @@ _pack: Callable[[tuple[Any, ...]], bytes] = hiredis.pack_command
 _MULTI, _EXEC = _pack(("MULTI",)), _pack(("EXEC",))
 # With tracking in OPTIN mode, only the keys of the command right after this one are tracked.
 _CACHING_YES = _pack(("CLIENT", "CACHING", "YES"))
+_PING = _pack(("PING",))
 _INVALIDATE = b"invalidate"
+# What a key's entry returns for a command it holds no reply to (None is a reply).
+_NOT_HELD = object()
+# Replies kept per key: each cursor of a scroll reads a bucket with other arguments.
+MAX_REPLIES_PER_KEY = 8
+# A held key's replies, by the command that read them.
+Entry = dict[tuple[Any, ...], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,44 +96,67 @@ def plain_address(url: str) -> Address | None:
 
 
 class TrackedValues:
-    """Values one connection read with tracking on, kept until Redis says they changed (see the module's doc).
+    """Replies to reads of single keys on one connection with tracking on, kept per key until Redis says the
+    key changed (see the module's doc).
 
-    At most ``capacity`` are kept; the oldest stored goes first (a hit does not refresh it: renderings are
-    read by many pages while their records are recent, and the oldest are the first to leave the window)."""
+    A key's entry holds the replies to each command read of it (``("GET", key)`` for its value). A read
+    opens the key's entry before it is sent; an invalidation drops the entry, so a reply is stored only if
+    its key's entry is still the one opened (nothing changed the key meanwhile), and a reply taken from
+    memory before a round trip is still good after it only if its entry is still there. At most
+    ``capacity`` replies are held; the key opened first goes first (renderings are read by many pages while
+    their records are recent, and the oldest are the first to leave the window)."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._values: dict[str, bytes] = {}
-        # Moves with every invalidation: values read by a command that was in flight across one are not
-        # stored, since the invalidation may have been for them and parsed before the caller stored them.
-        self.invalidations = 0
+        self._entries: dict[str, Entry] = {}
+        self._replies = 0
 
     def __len__(self) -> int:
-        return len(self._values)
+        """Replies held."""
+        return self._replies
 
-    def get(self, name: str) -> bytes | None:
-        return self._values.get(name)
+    def open(self, name: str) -> Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = {}
+            if len(self._entries) > self._capacity:  # keys read but missing hold no reply, yet count here
+                self._evict_oldest()
+        return entry
 
-    def store(self, names: Sequence[str], values: Sequence[bytes | None], since: int) -> None:
-        """Keep the values a tracked read returned for ``names`` (missing keys are not kept), unless an
-        invalidation came after ``since`` (``invalidations`` when the read was sent)."""
-        if since != self.invalidations:
+    def holds(self, name: str, entry: Entry) -> bool:
+        """Whether ``entry`` (opened earlier) is still ``name``'s: no invalidation of the key since."""
+        return self._entries.get(name) is entry
+
+    def store(self, name: str, entry: Entry, command: tuple[Any, ...], reply: Any) -> None:
+        if self._entries.get(name) is not entry or command in entry:
             return
-        kept = self._values
-        for name, value in zip(names, values, strict=True):
-            if value is not None:
-                kept[name] = value
-        while len(kept) > self._capacity:
-            del kept[next(iter(kept))]
+        if len(entry) >= MAX_REPLIES_PER_KEY:  # a long scroll: older pages' replies go
+            self._replies -= len(entry)
+            entry.clear()
+        entry[command] = reply
+        self._replies += 1
+        while self._replies > self._capacity:
+            self._evict_oldest()
+
+    def _evict_oldest(self) -> None:
+        entries = self._entries
+        self._replies -= len(entries.pop(next(iter(entries))))
+
+    def value(self, name: str) -> bytes | None:
+        """The key's value, if held (None: not held, or the key is missing)."""
+        entry = self._entries.get(name)
+        return entry.get(("GET", name)) if entry is not None else None
 
     def invalidate(self, names: list[bytes] | None) -> None:
         """Forget ``names`` (None: everything, as after FLUSHALL)."""
-        self.invalidations += 1
         if names is None:
-            self._values.clear()
+            self._entries.clear()
+            self._replies = 0
             return
         for name in names:
-            self._values.pop(name.decode(), None)
+            entry = self._entries.pop(name.decode(), None)
+            if entry is not None:
+                self._replies -= len(entry)
 
 
 def _again(failure: RedisError) -> RedisError:
@@ -289,21 +322,80 @@ class LeanRedis:
     async def transaction(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """The replies of ``commands`` run as one MULTI/EXEC transaction, written at once; an error reply
         among them raises it."""
-        replies, _ = await self.transaction_and_tracked(commands)
-        return replies
+        return await self._transaction_on(await self._connection_for_use(), commands)
 
-    async def transaction_and_tracked(
-        self, commands: Sequence[tuple[Any, ...]]
-    ) -> tuple[list[Any], TrackedValues | None]:
-        """``transaction``, and the tracked values of the connection that ran it: each is what Redis held
-        when it executed the transaction, or newer (None when the connection does not track)."""
+    @staticmethod
+    async def _transaction_on(connection: _Connection, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         packed = b"".join([_MULTI, *map(_pack, commands), _EXEC])
-        connection = await self._connection_for_use()
         replies: list[Any] = await connection.send(packed, skipped=len(commands) + 1)
         for reply in replies:
             if isinstance(reply, RedisError):
                 raise reply
-        return replies, connection.tracked
+        return replies
+
+    async def read_tracked(
+        self, reads: Sequence[tuple[str, tuple[Any, ...]]]
+    ) -> tuple[list[Any], TrackedValues | None]:
+        """The replies to ``reads`` (each a key and a read-only command of that key alone) as one MULTI/EXEC
+        would return them, all as of one moment; and the tracked values of the connection, each current as
+        of that moment or newer (None where the connection does not track).
+
+        Replies held from earlier reads are taken from memory and the others read in a MULTI/EXEC that
+        tracks their keys; with everything held, a PING is the round trip after which Redis has told of
+        every change made before it. A held reply whose key changed before that reply is read again."""
+        connection = await self._connection_for_use()
+        tracked = connection.tracked
+        if tracked is None:
+            return await self._transaction_on(connection, [command for _, command in reads]), None
+        replies, entries, missing = self._held(tracked, reads)
+        await self._read_missing(connection, tracked, reads, replies, entries, missing)
+        held = [index for index, reply in enumerate(replies) if index not in missing]
+        if any(not tracked.holds(reads[index][0], entries[index]) for index in held):
+            # A key changed before the round trip's reply: read them all (rare; always settles).
+            everything = list(range(len(reads)))
+            await self._read_missing(connection, tracked, reads, replies, entries, everything)
+        return replies, tracked
+
+    @staticmethod
+    def _held(
+        tracked: TrackedValues, reads: Sequence[tuple[str, tuple[Any, ...]]]
+    ) -> tuple[list[Any], list[Entry], list[int]]:
+        replies: list[Any] = []
+        entries = []
+        missing = []
+        for index, (name, command) in enumerate(reads):
+            entry = tracked.open(name)
+            entries.append(entry)
+            reply = entry.get(command, _NOT_HELD)
+            if reply is _NOT_HELD:
+                missing.append(index)
+            replies.append(reply)
+        return replies, entries, missing
+
+    async def _read_missing(
+        self,
+        connection: _Connection,
+        tracked: TrackedValues,
+        reads: Sequence[tuple[str, tuple[Any, ...]]],
+        replies: list[Any],
+        entries: list[Entry],
+        missing: list[int],
+    ) -> None:
+        """Read ``missing`` (indexes into ``reads``) in one tracked MULTI/EXEC into ``replies`` and into the
+        keys' entries; with none missing, a PING."""
+        if not missing:
+            await connection.send(_PING)
+            return
+        caching = connection.send(_CACHING_YES)  # written with the transaction, in the same write
+        caching.add_done_callback(_retrieve_failure)  # a failure fails the transaction too, which raises it
+        fresh = await self._transaction_on(connection, [reads[index][1] for index in missing])
+        # Answered before the transaction was; refused, its keys would not be tracked.
+        keep = caching.done() and caching.exception() is None
+        for index, reply in zip(missing, fresh, strict=True):
+            replies[index] = reply
+            if keep:
+                name, command = reads[index]
+                tracked.store(name, entries[index], command, reply)
 
     async def mget(self, names: Sequence[str | bytes]) -> list[bytes | None]:
         found: list[bytes | None] = await self.execute("MGET", *names)
@@ -317,13 +409,15 @@ class LeanRedis:
         if tracked is None:
             found: list[bytes | None] = await connection.send(_pack(("MGET", *names)))
             return found
-        since = tracked.invalidations
+        entries = [tracked.open(name) for name in names]
         caching = connection.send(_CACHING_YES)  # written with the MGET, in the same write
         caching.add_done_callback(_retrieve_failure)  # a failure fails the MGET too, which raises it
         found = await connection.send(_pack(("MGET", *names)))
         # Answered before the MGET was; refused, the MGET's keys would not be tracked.
         if caching.done() and caching.exception() is None:
-            tracked.store(names, found, since)
+            for name, entry, value in zip(names, entries, found, strict=True):
+                if value is not None:
+                    tracked.store(name, entry, ("GET", name), value)
         return found
 
     async def execute(self, *command: Any) -> Any:

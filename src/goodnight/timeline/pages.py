@@ -5,10 +5,11 @@ bucket, read atomically (all share the reader's hash tag, hence one Cluster slot
 celebrity members the caller brings (never fanned out, see ``reader``). The second fetches the merged
 members' stored renderings and the celebrity version, which live in other Cluster slots.
 
-On the lean client (a single Redis node) the transaction reads the celebrity version too, and renderings
-come from the client's tracked values where it holds them (``lean_redis``: Redis's client-side caching,
-whose invalidations arrive before the transaction's reply): a page whose items this process has served
-before costs one round trip, and only the renderings it lacks are fetched.
+On the lean client (a single Redis node) the transaction reads the celebrity version too, and both reads
+are tracked (``lean_redis``: Redis's client-side caching, whose invalidations arrive on the same connection
+before any later reply): the transaction sends only the keys whose replies the process does not hold (a
+PING when it holds them all), and the renderings it holds are not fetched again. A page whose reader's
+timeline and items are unchanged since this process last served them is one round trip.
 
 Why a transaction and not a Lua script: the same reads cost Redis's single thread about 40 µs less per page
 as plain commands than through Lua (which converts every member into a Lua string and back). And why the
@@ -86,7 +87,7 @@ def merge(candidates: Candidates, celebrity: list[bytes], count: int) -> tuple[l
     return batch, all(len(found) < candidates.count for found in candidates.members)
 
 
-_CELEBRITY_VERSION = ("GET", keys.CELEBRITIES_VERSION)
+_CELEBRITY_VERSION = (keys.CELEBRITIES_VERSION, ("GET", keys.CELEBRITIES_VERSION))
 
 
 class Pages:
@@ -104,18 +105,22 @@ class Pages:
         the truth."""
         upper = b"(" + after if after is not None else b"+"
         prefix = keys.bucket_prefix(reader)
-        marker = ("HMGET", keys.marker_key(reader), "seen", "follows")
-        commands: list[tuple[str | bytes | int, ...]] = [marker]
+        marker = keys.marker_key(reader)
+        # Each a key and its read: the lean client may answer those it holds from memory.
+        reads: list[tuple[str, tuple[str | bytes | int, ...]]] = [
+            (marker, ("HMGET", marker, "seen", "follows"))
+        ]
         for day in keys.bucket_suffixes(first, last):
-            commands.append(("ZRANGE", prefix + day, upper, "-", "BYLEX", "REV", "LIMIT", 0, count))
+            bucket = prefix + day
+            reads.append((bucket, ("ZRANGE", bucket, upper, "-", "BYLEX", "REV", "LIMIT", 0, count)))
         if self.lean is not None:
-            commands.append(_CELEBRITY_VERSION)
-            replies, tracked = await self.lean.transaction_and_tracked(commands)
+            reads.append(_CELEBRITY_VERSION)
+            replies, tracked = await self.lean.read_tracked(reads)
             (seen, follows), *per_day, version = replies
             lean = LeanRead(version, tracked)
         else:
             pipe = self.redis.pipeline(transaction=True)
-            for command in commands:
+            for _, command in reads:
                 pipe.execute_command(*command)
             (seen, follows), *per_day = await pipe.execute()
             lean = None
@@ -154,7 +159,7 @@ class Pages:
         names = [keys.rendering_key_of(member) for member in members]
         if tracked is None:
             return await self.lean.mget_tracked(names)
-        renderings = [tracked.get(name) for name in names]
+        renderings = [tracked.value(name) for name in names]
         missing = [index for index, found in enumerate(renderings) if found is None]
         if missing:
             fetched = await self.lean.mget_tracked([names[index] for index in missing])
