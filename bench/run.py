@@ -725,7 +725,7 @@ class Run:
                 "seed_seconds": self.prepared.seed_seconds,
                 "prepare_seconds": round(self.prepared.prepare_seconds, 1),
                 "seed_command": self.prepared.seed_command,
-                "cache": self.prepared.cache,
+                "cache": _home_relative(self.prepared.cache),
                 "summary": {
                     key: self.prepared.summary.get(key)
                     for key in (
@@ -773,6 +773,14 @@ def _command_line() -> str:
         executable = Path(sys.executable)
         launcher = [str(executable.relative_to(REPO)) if executable.is_relative_to(REPO) else str(executable)]
     return shlex.join([*launcher, "bench/run.py", *sys.argv[1:]])
+
+
+def _home_relative(path: str | None) -> str | None:
+    """``path`` with the home directory written ``~``: published, it names no account of the machine."""
+    if path is None:
+        return None
+    home = str(Path.home())
+    return "~" + path[len(home) :] if path == home or path.startswith(home + os.sep) else path
 
 
 def _replaced(value: Any, old: str, new: str) -> Any:

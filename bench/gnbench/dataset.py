@@ -195,7 +195,9 @@ class Datasets:
                 True,
                 meta.get("seed_seconds"),
                 time.perf_counter() - started,
-                meta.get("seed_command", command),
+                # The same flags as the seeding run's, naming this run's folder (which results publish as a
+                # placeholder) rather than that run's, long gone.
+                command,
                 str(self.cache_dir),
             )
         redis.start()

@@ -8,6 +8,7 @@ test needs no matplotlib.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import socket
@@ -178,3 +179,18 @@ def test_harness_runs_end_to_end_on_a_tiny_dataset(tmp_path: Path) -> None:
     assert not list(output.glob("*.png"))
 
     assert _databases(prefix) == []  # the run's database is dropped afterwards
+
+
+def test_a_published_cache_folder_names_the_home_directory_by_a_tilde(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    spec = importlib.util.spec_from_file_location("bench_run", REPO / "bench" / "run.py")
+    assert spec is not None
+    assert spec.loader is not None
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    monkeypatch.setattr(Path, "home", lambda: Path("/home/someone"))
+    assert run._home_relative("/home/someone/.cache/goodnight-bench/M") == "~/.cache/goodnight-bench/M"
+    assert run._home_relative("/home/someone2/cache") == "/home/someone2/cache"
+    assert run._home_relative("/srv/cache") == "/srv/cache"
+    assert run._home_relative(None) is None
