@@ -41,7 +41,15 @@ from tests.support.apps import AppTimeline
 from tests.support.databases import TestDatabase
 from tests.support.logs import app_logs
 from tests.support.redis_server import RedisServer
-from tests.timeline.test_timeline_faults import cast_and_warm, drain_outbox, feeds_match, heal, running_rig
+from tests.timeline.test_timeline_faults import (
+    Cast,
+    Rig,
+    cast_and_warm,
+    drain_outbox,
+    feeds_match,
+    heal,
+    running_rig,
+)
 
 PASSWORD = "s3cret pass"  # a space: the URL must be unquoted as redis-py unquotes it
 QUOTED_PASSWORD = "s3cret%20pass"
@@ -668,7 +676,7 @@ async def test_tracked_values_go_when_another_client_changes_them(both: tuple[Re
     assert len(await held(lean)) == 0
 
 
-async def command_calls(redis: Redis, *names: str) -> list[int]:
+async def command_calls(redis: RedisClient, *names: str) -> list[int]:
     stats = await redis.info("commandstats")
     return [int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in names]
 
@@ -776,70 +784,66 @@ def test_a_cache_size_of_zero_turns_tracking_off(on_loop: OnLoop, server: RedisS
 # --- The feed reader on the lean client -------------------------------------------------------------------
 
 
-async def test_the_feed_reader_trips_its_breaker_when_redis_is_killed(
-    api: Api, database: TestDatabase
-) -> None:
+@contextlib.asynccontextmanager
+async def warm_rig(api: Api, database: TestDatabase) -> AsyncIterator[tuple[RedisServer, Rig, Cast]]:
+    """An app on a redis-server of its own, reading pages through the lean client, its cast's feeds read."""
     server = RedisServer().start()
     try:
         async with running_rig(database, server, server.url) as rig:
             assert rig.timeline.store.pages.lean is not None
-            server_address = f"127.0.0.1:{server.port}"
-            cast = await cast_and_warm(rig, api)
-            breaker = rig.timeline.reader.gate.breaker
-            assert breaker.allows()
-            served, declined = rig.timeline.reader.served, rig.timeline.reader.declined
-
-            server.stop()
-            with app_logs() as logs:
-                page = await rig.api.feed(cast.reader)
-            assert page.status_code == 200, page.text
-            assert page.json() == (await api.feed(cast.reader)).json()  # from SQL
-            assert not breaker.allows()
-            assert (rig.timeline.reader.served, rig.timeline.reader.declined) == (served, declined + 1)
-            # The lean client's error (redis-py words its own "Error 111 connecting to ...").
-            lean_errors = (
-                f"Error connecting to {server_address}",
-                f"Error while reading from {server_address}",
-            )
-            warnings = [record.getMessage() for record in logs if record.levelname == "WARNING"]
-            assert any(
-                "serving the feed from SQL" in line and any(error in line for error in lean_errors)
-                for line in warnings
-            ), warnings
-
-            server.start()  # empty: the timelines are rebuilt, then served from Redis again
-            await asyncio.sleep(1.1)  # past the breaker's cool-down
-            await heal(api, rig, cast.readers)
+            yield server, rig, await cast_and_warm(rig, api)
     finally:
         server.close()
 
 
-async def mget_calls(redis: RedisClient) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+async def test_the_feed_reader_trips_its_breaker_when_redis_is_killed(
+    api: Api, database: TestDatabase
+) -> None:
+    async with warm_rig(api, database) as (server, rig, cast):
+        server_address = f"127.0.0.1:{server.port}"
+        breaker = rig.timeline.reader.gate.breaker
+        assert breaker.allows()
+        served, declined = rig.timeline.reader.served, rig.timeline.reader.declined
+
+        server.stop()
+        with app_logs() as logs:
+            page = await rig.api.feed(cast.reader)
+        assert page.status_code == 200, page.text
+        assert page.json() == (await api.feed(cast.reader)).json()  # from SQL
+        assert not breaker.allows()
+        assert (rig.timeline.reader.served, rig.timeline.reader.declined) == (served, declined + 1)
+        # The lean client's error (redis-py words its own "Error 111 connecting to ...").
+        lean_errors = (
+            f"Error connecting to {server_address}",
+            f"Error while reading from {server_address}",
+        )
+        warnings = [record.getMessage() for record in logs if record.levelname == "WARNING"]
+        assert any(
+            "serving the feed from SQL" in line and any(error in line for error in lean_errors)
+            for line in warnings
+        ), warnings
+
+        server.start()  # empty: the timelines are rebuilt, then served from Redis again
+        await asyncio.sleep(1.1)  # past the breaker's cool-down
+        await heal(api, rig, cast.readers)
 
 
 async def test_pages_take_held_renderings_and_see_every_change_to_them(
     api: Api, database: TestDatabase
 ) -> None:
-    server = RedisServer().start()
-    try:
-        async with running_rig(database, server, server.url) as rig:
-            cast = await cast_and_warm(rig, api)  # every reader's pages have been read: their items are held
-            redis = rig.timeline.redis
-            before = await mget_calls(redis)
-            await feeds_match(api, rig, cast.readers, from_redis=True)
-            assert await mget_calls(redis) == before  # every page in one round trip
+    async with warm_rig(api, database) as (_, rig, cast):  # every reader's pages read: their items are held
+        redis = rig.timeline.redis
+        before = await command_calls(redis, "mget")
+        await feeds_match(api, rig, cast.readers, from_redis=True)
+        assert await command_calls(redis, "mget") == before  # no page fetched a rendering
 
-            renamed = await rig.api.rename(cast.alice, "Alice Anew")
-            assert renamed.status_code == 200, renamed.text
-            gone = cast.records["bob"][0]["id"]
-            deleted = await rig.client.delete(f"/sleep_records/{gone}", headers=cast.bob.headers)
-            assert deleted.status_code == 204, deleted.text
-            await drain_outbox(rig)  # re-renders alice's items, turns bob's record into a tombstone
-            await feeds_match(api, rig, cast.readers, from_redis=True)
-            items = (await rig.api.feed(cast.reader)).json()["data"]
-            assert "Alice Anew" in {item["user"]["name"] for item in items}
-            assert gone not in {item["id"] for item in items}
-    finally:
-        server.close()
+        renamed = await rig.api.rename(cast.alice, "Alice Anew")
+        assert renamed.status_code == 200, renamed.text
+        gone = cast.records["bob"][0]["id"]
+        deleted = await rig.client.delete(f"/sleep_records/{gone}", headers=cast.bob.headers)
+        assert deleted.status_code == 204, deleted.text
+        await drain_outbox(rig)  # re-renders alice's items, turns bob's record into a tombstone
+        await feeds_match(api, rig, cast.readers, from_redis=True)
+        items = (await rig.api.feed(cast.reader)).json()["data"]
+        assert "Alice Anew" in {item["user"]["name"] for item in items}
+        assert gone not in {item["id"] for item in items}
