@@ -52,6 +52,8 @@ from gnbench.workloads import (
 HOST = "127.0.0.1"
 # How the published results name the run's temporary folder.
 RUN_FOLDER = "<run folder>"
+# How long the mix waits for the outbox the phases before it filled to drain.
+OUTBOX_DRAIN_WAIT_S = 120.0
 MIXED_LOAD = 0.5  # the share of a server's measured capacity for the mix that --mixed-rate auto targets
 ROLES = ("light_user", "median_user", "heavy_user", "celebrity")
 FEED_ROLES = ("light_user", "median_user", "heavy_user")
@@ -365,6 +367,7 @@ class Run:
 
         mixed_results: dict[str, Any] = {}
         for name in args.mixed_servers:
+            drain_wait = await self._outbox_drained(self.servers[name])
             rate, rate_note, capacity = args.mixed_rate, "--mixed-rate", None
             if rate == "auto":
                 # Half of what this server sustains for the same mix, closed loop: each path is measured
@@ -379,6 +382,7 @@ class Run:
             mixed_results[name]["rate_source"] = rate_note
             # The closed-loop rate: what the capacity model's prediction for this machine is checked against.
             mixed_results[name]["capacity_rps"] = None if capacity is None else round(capacity, 1)
+            mixed_results[name]["outbox_drain_wait_s"] = drain_wait
         results["mixed"] = mixed_results
         results["lag"] = lag
         for pool in pools.values():
@@ -497,15 +501,29 @@ class Run:
             seed=self.args.seed,
         )
 
+    async def _outbox_drained(self, server: Server, *, within: float = OUTBOX_DRAIN_WAIT_S) -> float:
+        """Wait until the server's outbox is empty, up to ``within`` seconds; returns how long it took. The
+        lag probes before the mix each fan a record out to thousands of timelines and delete it again: a mix
+        started on their backlog would measure its draining, with pages sent to SQL while it lags."""
+        pool = Pool(HOST, server.port)
+        started = time.perf_counter()
+        try:
+            while time.perf_counter() - started < within:
+                with contextlib.suppress(Exception):
+                    pending, _ = await _outbox_backlog(pool)
+                    if pending == 0:
+                        break
+                await asyncio.sleep(0.2)
+        finally:
+            await pool.close()
+        return round(time.perf_counter() - started, 2)
+
     async def _watch_backlog(self, server: Server, stop: asyncio.Event, backlog: dict[str, Any]) -> None:
         """Sample the outbox backlog once a second (GET /health/ready) while the mixed workload runs."""
         pool = Pool(HOST, server.port)
         while not stop.is_set():
             with contextlib.suppress(Exception):
-                answer = await pool.request("GET", "/api/v1/health/ready")
-                outbox = answer.json().get("outbox") or {}
-                pending = int(outbox.get("pending", 0)) + int(outbox.get("in_flight", 0))
-                age = float(outbox.get("oldest_age_seconds") or 0.0)
+                pending, age = await _outbox_backlog(pool)
                 backlog["max_pending"] = max(backlog["max_pending"] or 0, pending)
                 backlog["max_oldest_age_s"] = round(max(backlog["max_oldest_age_s"] or 0.0, age), 3)
             with contextlib.suppress(TimeoutError):
@@ -773,6 +791,14 @@ def _command_line() -> str:
         executable = Path(sys.executable)
         launcher = [str(executable.relative_to(REPO)) if executable.is_relative_to(REPO) else str(executable)]
     return shlex.join([*launcher, "bench/run.py", *sys.argv[1:]])
+
+
+async def _outbox_backlog(pool: Pool) -> tuple[int, float]:
+    """The outbox's events pending or in flight, and the oldest one's age in seconds (GET /health/ready)."""
+    answer = await pool.request("GET", "/api/v1/health/ready")
+    outbox = answer.json().get("outbox") or {}
+    pending = int(outbox.get("pending", 0)) + int(outbox.get("in_flight", 0))
+    return pending, float(outbox.get("oldest_age_seconds") or 0.0)
 
 
 def _home_relative(path: str | None) -> str | None:

@@ -531,6 +531,16 @@ def markdown(results: dict[str, Any], charts: dict[str, str]) -> str:
         sources = {name: part.get("rate_source", "--mixed-rate") for name, part in mixed.items()}
         rates = "; ".join(f"{name}: {source}" for name, source in sources.items())
         out(f"Rate, per server: {rates}.")
+        waits = [
+            f"{name} {part['outbox_drain_wait_s']:g} s"
+            for name, part in mixed.items()
+            if "outbox_drain_wait_s" in part
+        ]
+        if waits:
+            out(
+                "Each server's mix (calibration included) starts once its outbox is empty, the lag probes' "
+                f"fanout drained (waited: {', '.join(waits)})."
+            )
         out("")
         out(
             "Reads are page 1 of the feed of one of "
