@@ -349,7 +349,7 @@ class LeanRedis:
             return await self._transaction_on(connection, [command for _, command in reads]), None
         replies, entries, missing = self._held(tracked, reads)
         await self._read_missing(connection, tracked, reads, replies, entries, missing)
-        held = [index for index, reply in enumerate(replies) if index not in missing]
+        held = [index for index in range(len(reads)) if index not in missing]
         if any(not tracked.holds(reads[index][0], entries[index]) for index in held):
             # A key changed before the round trip's reply: read them all (rare; always settles).
             everything = list(range(len(reads)))
