@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # a slow link, or on a machine loaded enough that even a local connection can take half a second.
     redis_connect_timeout_seconds: float = Field(default=0.5, gt=0)
     redis_timeout_seconds: float = Field(default=1.0, gt=0)
-    # Redis keys (timeline buckets and markers, feed items) each API process keeps under Redis's client-side
+    # Replies (timeline buckets and markers, feed items) each API process keeps under Redis's client-side
     # caching, so a page whose timeline and items are unchanged costs one round trip and almost no Redis
     # time; items are about 0.5 KB each. 0 turns the cache off.
     redis_client_cache_size: int = Field(default=50_000, ge=0)

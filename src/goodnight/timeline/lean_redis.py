@@ -401,9 +401,21 @@ class LeanRedis:
         found: list[bytes | None] = await self.execute("MGET", *names)
         return found
 
-    async def mget_tracked(self, names: Sequence[str]) -> list[bytes | None]:
+    async def mget_tracked(
+        self, names: Sequence[str], held: TrackedValues | None = None
+    ) -> list[bytes | None]:
         """``mget``, keeping what it finds in the connection's tracked values (when it tracks) until Redis
-        says it changed."""
+        says it changed. Values ``held`` (a connection's tracked values, current as of a reply of its) are
+        taken from memory, and only the others fetched."""
+        values: list[bytes | None] = [held.value(name) if held is not None else None for name in names]
+        missing = [index for index, value in enumerate(values) if value is None]
+        if missing:
+            fetched = await self._fetch_tracked([names[index] for index in missing])
+            for index, value in zip(missing, fetched, strict=True):
+                values[index] = value
+        return values
+
+    async def _fetch_tracked(self, names: Sequence[str]) -> list[bytes | None]:
         connection = await self._connection_for_use()
         tracked = connection.tracked
         if tracked is None:

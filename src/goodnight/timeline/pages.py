@@ -156,16 +156,7 @@ class Pages:
     ) -> list[bytes | None]:
         """The members' renderings: those the lean client's connection holds, the rest fetched (and kept)."""
         assert self.lean is not None
-        names = [keys.rendering_key_of(member) for member in members]
-        if tracked is None:
-            return await self.lean.mget_tracked(names)
-        renderings = [tracked.value(name) for name in names]
-        missing = [index for index, found in enumerate(renderings) if found is None]
-        if missing:
-            fetched = await self.lean.mget_tracked([names[index] for index in missing])
-            for index, found in zip(missing, fetched, strict=True):
-                renderings[index] = found
-        return renderings
+        return await self.lean.mget_tracked([keys.rendering_key_of(member) for member in members], tracked)
 
     async def renderings(self, members: Sequence[bytes]) -> tuple[bytes | None, list[bytes | None]]:
         """The celebrity version, and the rendering of each member's record (None if missing), in one round
